@@ -1,0 +1,70 @@
+"""The runtime's exceptions. Service errors carry their HTTP status and a stable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EdgeError(Exception):
+    """Base of every error the runtime raises on purpose."""
+
+    status_code: int = 500
+    code: str = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class ModelLoadError(EdgeError, RuntimeError):
+    """The model directory, manifest or an artifact is missing, corrupt or does not match its hash."""
+
+    status_code = 503
+    code = "MODEL_UNAVAILABLE"
+
+
+class ConfigurationError(EdgeError, ValueError):
+    """A setting has a value that cannot work (e.g. an unavailable execution provider)."""
+
+    code = "CONFIGURATION_ERROR"
+
+
+class ValidationFailed(EdgeError, ValueError):
+    status_code = 422
+    code = "VALIDATION_ERROR"
+
+
+class BadRequest(EdgeError, ValueError):
+    status_code = 400
+    code = "BAD_REQUEST"
+
+
+class Unauthorized(EdgeError):
+    status_code = 401
+    code = "UNAUTHORIZED"
+
+
+class PayloadTooLarge(EdgeError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(EdgeError):
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class Overloaded(EdgeError):
+    status_code = 503
+    code = "OVERLOADED"
+
+
+class NotReady(EdgeError):
+    status_code = 503
+    code = "NOT_READY"
+
+
+class InferenceFailed(EdgeError, RuntimeError):
+    status_code = 500
+    code = "INFERENCE_FAILED"

@@ -1,0 +1,159 @@
+"""Request and response schemas, shared by the API and by training's data loading.
+
+Pydantic v2 only; no HTTP and no torch here. The rules on one candle (`OHLCVPoint`) are the single
+definition of a valid row: the API applies them to request bodies and training applies them to CSV rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from runtime.constants import CLASSES, MAX_BATCH_REQUESTS, WINDOW_LENGTH
+
+#: Real exchange symbols: ``AAPL``, ``BRK.B``, ``^GSPC``, ``ES=F``, ``BTC-PERP``, ``1000PEPE/USDT``, ``EUR/USD``.
+SYMBOL_PATTERN = r"^\^?[A-Za-z0-9][A-Za-z0-9._=\-]{0,23}(/[A-Za-z0-9][A-Za-z0-9._\-]{0,23})?$"
+SYMBOL_MAX_LENGTH = 48
+
+Signal = Literal["sell", "hold", "buy"]
+RiskLevel = Literal["low", "medium", "high", "critical"]
+
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=256, frozen=True)
+
+Price = Annotated[float, Field(gt=0, description="Price in any currency unit; must be finite and > 0.")]
+
+
+class OHLCVPoint(BaseModel):
+    """One candle. Prices are positive and finite; volume is finite and non-negative."""
+
+    model_config = _STRICT
+
+    timestamp: AwareDatetime = Field(description="Candle open time, timezone-aware (ISO 8601 with offset).")
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: float = Field(ge=0, description="Traded volume in any unit; finite and >= 0.")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> OHLCVPoint:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        if not (self.low <= self.open <= self.high):
+            raise ValueError(f"open ({self.open}) must lie within [low, high] = [{self.low}, {self.high}]")
+        if not (self.low <= self.close <= self.high):
+            raise ValueError(f"close ({self.close}) must lie within [low, high] = [{self.low}, {self.high}]")
+        return self
+
+
+class PredictionRequest(BaseModel):
+    """One window of candles for one symbol, oldest first."""
+
+    model_config = _STRICT
+
+    symbol: str = Field(
+        pattern=SYMBOL_PATTERN,
+        max_length=SYMBOL_MAX_LENGTH,
+        description="Instrument symbol as the exchange writes it, e.g. 'AAPL', 'BTC/USDT', '1000PEPE/USDT'.",
+        examples=["BTC/USDT"],
+    )
+    ohlcv_data: list[OHLCVPoint] = Field(
+        min_length=WINDOW_LENGTH,
+        max_length=WINDOW_LENGTH,
+        description=f"Exactly {WINDOW_LENGTH} candles in strictly increasing time order.",
+    )
+    include_risk: bool = Field(default=True, description="Add the FMEA risk assessment to the response.")
+
+    @model_validator(mode="after")
+    def _check_order(self) -> PredictionRequest:
+        points = self.ohlcv_data
+        for i in range(1, len(points)):
+            if points[i].timestamp <= points[i - 1].timestamp:
+                raise ValueError(
+                    f"ohlcv_data must be in strictly increasing time order: "
+                    f"candle {i} ({points[i].timestamp.isoformat()}) is not after "
+                    f"candle {i - 1} ({points[i - 1].timestamp.isoformat()})"
+                )
+        return self
+
+
+class BatchPredictionRequest(BaseModel):
+    """Up to 100 windows scored in one model call; results come back in request order."""
+
+    model_config = _STRICT
+
+    requests: list[PredictionRequest] = Field(min_length=1, max_length=MAX_BATCH_REQUESTS)
+
+
+class ClassProbabilities(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sell: float = Field(ge=0, le=1)
+    hold: float = Field(ge=0, le=1)
+    buy: float = Field(ge=0, le=1)
+
+
+class SignalPrediction(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    signal: Signal = Field(description="Arg-max class.")
+    confidence: float = Field(ge=0, le=1, description="Probability of the predicted class.")
+    probabilities: ClassProbabilities
+
+
+class RiskAssessment(BaseModel):
+    """Failure-mode-and-effects scoring of acting on this signal (each factor 1-10, RPN = S x O x D)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    severity: int = Field(ge=1, le=10, description="How much a wrong signal would cost: window volatility.")
+    occurrence: int = Field(ge=1, le=10, description="How likely the signal is wrong: model uncertainty.")
+    detection: int = Field(ge=1, le=10, description="How hard a bad input is to notice: volume/gap anomalies.")
+    risk_priority_number: int = Field(ge=1, le=1000, description="severity x occurrence x detection.")
+    risk_level: RiskLevel
+    volatility: float = Field(ge=0, description="Standard deviation of close-to-close log returns.")
+    factors: list[str] = Field(description="Human-readable reasons behind the scores.")
+
+
+class PredictionResponse(BaseModel):
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    request_id: str
+    symbol: str
+    prediction: SignalPrediction
+    risk: RiskAssessment | None
+    model_version: str
+    precision: Literal["int8", "fp32"]
+    inference_time_ms: float = Field(ge=0, description="Model compute time for the batch this window ran in.")
+    timestamp: datetime = Field(description="When the server produced the response (UTC).")
+
+
+class BatchPredictionResponse(BaseModel):
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    request_id: str
+    predictions: list[PredictionResponse]
+    batch_size: int
+    inference_time_ms: float
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(description="Path to the offending field, e.g. ['ohlcv_data', 3, 'high'].")
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of the service."""
+
+    error: str = Field(description="Human-readable summary.")
+    code: str = Field(description="Stable machine-readable code, e.g. VALIDATION_ERROR.")
+    details: list[ErrorDetail] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+def class_probabilities(row: Any) -> dict[str, float]:
+    """Map a probability row in model order to ``{"sell": p0, "hold": p1, "buy": p2}``."""
+    return {name: float(p) for name, p in zip(CLASSES, row, strict=True)}
