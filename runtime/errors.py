@@ -68,3 +68,10 @@ class NotReady(EdgeError):
 class InferenceFailed(EdgeError, RuntimeError):
     status_code = 500
     code = "INFERENCE_FAILED"
+
+
+class DeadlineExceeded(EdgeError):
+    """The request's deadline passed before the model could run it; it was not computed."""
+
+    status_code = 504
+    code = "DEADLINE_EXCEEDED"

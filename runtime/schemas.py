@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from runtime.constants import CLASSES, MAX_BATCH_REQUESTS, WINDOW_LENGTH
 
@@ -40,12 +41,18 @@ class OHLCVPoint(BaseModel):
     @model_validator(mode="after")
     def _check_range(self) -> OHLCVPoint:
         if self.high < self.low:
-            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+            raise PydanticCustomError("ohlc_range", "high ({high}) must be >= low ({low})", self._prices())
         if not (self.low <= self.open <= self.high):
-            raise ValueError(f"open ({self.open}) must lie within [low, high] = [{self.low}, {self.high}]")
+            raise PydanticCustomError("ohlc_range", "open ({open}) must lie within [low, high] = [{low}, {high}]",
+                                      self._prices())
         if not (self.low <= self.close <= self.high):
-            raise ValueError(f"close ({self.close}) must lie within [low, high] = [{self.low}, {self.high}]")
+            raise PydanticCustomError(
+                "ohlc_range", "close ({close}) must lie within [low, high] = [{low}, {high}]", self._prices()
+            )
         return self
+
+    def _prices(self) -> dict[str, float]:
+        return {"open": self.open, "high": self.high, "low": self.low, "close": self.close}
 
 
 class PredictionRequest(BaseModel):
@@ -71,10 +78,11 @@ class PredictionRequest(BaseModel):
         points = self.ohlcv_data
         for i in range(1, len(points)):
             if points[i].timestamp <= points[i - 1].timestamp:
-                raise ValueError(
-                    f"ohlcv_data must be in strictly increasing time order: "
-                    f"candle {i} ({points[i].timestamp.isoformat()}) is not after "
-                    f"candle {i - 1} ({points[i - 1].timestamp.isoformat()})"
+                raise PydanticCustomError(
+                    "time_order",
+                    "ohlcv_data must be in strictly increasing time order: candle {i} ({t}) is not after "
+                    "candle {j} ({s})",
+                    {"i": i, "t": points[i].timestamp.isoformat(), "j": i - 1, "s": points[i - 1].timestamp.isoformat()},
                 )
         return self
 

@@ -1,0 +1,427 @@
+"""The HTTP API: routes, auth, limits and the one JSON error shape. Model work goes through the batcher."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import signal
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime import __version__
+from runtime.batching import Batcher
+from runtime.constants import CLASSES
+from runtime.errors import (
+    BadRequest,
+    EdgeError,
+    NotReady,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from runtime.openapi import openapi_schema
+from runtime.preprocessing import requests_to_windows
+from runtime.risk import assess
+from runtime.schemas import BatchPredictionRequest, PredictionRequest
+from runtime.session import Model, threads_per_worker
+from runtime.settings import Settings
+
+log = logging.getLogger("runtime.app")
+access_log = logging.getLogger("runtime.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_JSON_TYPES = ("application/json",)
+ModelLoader = Callable[[Settings], Model]
+
+
+def default_model_loader(settings: Settings) -> Model:
+    return Model.load(
+        settings.model_dir,
+        precision=settings.precision,
+        provider=settings.provider,
+        intra_op_threads=threads_per_worker(settings.intra_op_threads, settings.workers),
+    )
+
+
+@dataclass
+class Service:
+    """Everything a request needs; built in the lifespan, reached through ``app.state.service``."""
+
+    settings: Settings
+    api_keys: list[bytes]
+    model: Model | None = None
+    batcher: Batcher | None = None
+    ready: bool = False
+    draining: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    def begin_draining(self) -> None:
+        """Turn /ready false and stop admitting new work; accepted requests still finish."""
+        self.draining = True
+        self.ready = False
+        if self.batcher is not None:
+            self.batcher.stop_admitting()
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def error_body(error: str, code: str, details: list[dict[str, Any]] | None = None, rid: str | None = None) -> Any:
+    return {"error": error, "code": code, "details": details or [], "request_id": rid}
+
+
+def _request_id(scope: Scope) -> str | None:
+    rid = scope.get("edge.request_id")
+    return rid if isinstance(rid, str) else None
+
+
+def _validation_details(e: ValidationError) -> tuple[int, str, str, list[dict[str, Any]]]:
+    errors = e.errors(include_url=False, include_input=False, include_context=False)
+    details = [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in errors]
+    if any(err["type"] == "json_invalid" for err in errors):
+        return 400, "BAD_REQUEST", "request body is not valid JSON", details
+    return 422, "VALIDATION_ERROR", f"request failed validation ({len(details)} error(s))", details
+
+
+# -- request plumbing -------------------------------------------------------------------------------------------
+def _authorize(request: Request, service: Service) -> None:
+    if not service.api_keys:
+        return
+    supplied = request.headers.get("x-api-key")
+    if supplied is None:
+        raise Unauthorized("missing X-API-Key header")
+    candidate = supplied.encode()
+    ok = False
+    for key in service.api_keys:  # no early exit: the time taken does not depend on which key matched
+        ok |= hmac.compare_digest(candidate, key)
+    if not ok:
+        raise Unauthorized("invalid API key")
+
+
+async def _read_json_body(request: Request, limit: int) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() not in _JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type '{content_type[:100]}' is not supported; send 'application/json'",
+            details=[{"loc": ["header", "content-type"], "msg": "must be application/json", "type": "media_type"}],
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(f"Content-Length '{declared[:32]}' is not a number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise BadRequest("request body is empty; send a JSON object")
+    return body
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    if not service.ready or service.batcher is None or service.model is None:
+        raise NotReady("model is not ready" if not service.draining else "server is shutting down")
+    return service
+
+
+def _prediction(probs: np.ndarray[Any, Any]) -> dict[str, Any]:
+    idx = int(probs.argmax())
+    return {
+        "signal": CLASSES[idx],
+        "confidence": float(probs[idx]),
+        "probabilities": {name: float(p) for name, p in zip(CLASSES, probs, strict=True)},
+    }
+
+
+def _responses(
+    service: Service,
+    reqs: list[PredictionRequest],
+    windows: np.ndarray[Any, Any],
+    probs: np.ndarray[Any, Any],
+    compute_ms: float,
+    rid: str,
+) -> list[dict[str, Any]]:
+    assert service.model is not None
+    info = service.model.info
+    want_risk = [r.include_risk for r in reqs]
+    risks = assess(windows, probs) if any(want_risk) else [None] * len(reqs)
+    now = datetime.now(UTC).isoformat()
+    return [
+        {
+            "request_id": rid if len(reqs) == 1 else f"{rid}-{i}",
+            "symbol": req.symbol,
+            "prediction": _prediction(probs[i]),
+            "risk": risks[i] if want_risk[i] else None,
+            "model_version": info.version,
+            "precision": info.precision,
+            "inference_time_ms": round(compute_ms, 4),
+            "timestamp": now,
+        }
+        for i, req in enumerate(reqs)
+    ]
+
+
+def _deadline(request: Request) -> float | None:
+    """An optional ``X-Deadline-Ms`` header: the request's budget in ms from now; stale work is not computed."""
+    raw = request.headers.get("x-deadline-ms")
+    if raw is None:
+        return None
+    try:
+        budget = float(raw)
+    except ValueError:
+        budget = float("nan")
+    if not (0 < budget <= 600_000):
+        raise BadRequest(
+            f"X-Deadline-Ms '{raw[:32]}' must be a number of milliseconds in (0, 600000]",
+            details=[{"loc": ["header", "x-deadline-ms"], "msg": "must be in (0, 600000]", "type": "value_error"}],
+        )
+    return time.perf_counter() + budget / 1000
+
+
+# -- routes -----------------------------------------------------------------------------------------------------
+async def predict(request: Request) -> Response:
+    service = _service(request)
+    _authorize(request, service)
+    body = await _read_json_body(request, service.settings.max_body_bytes)
+    deadline = _deadline(request)
+    req = PredictionRequest.model_validate_json(body)
+    windows = requests_to_windows([req])
+    assert service.batcher is not None
+    result = await service.batcher.submit(windows, deadline=deadline)
+    rid = _request_id(request.scope) or ""
+    [payload] = _responses(service, [req], windows, result.probabilities, result.compute_ms, rid)
+    return _json(200, payload)
+
+
+async def predict_batch(request: Request) -> Response:
+    service = _service(request)
+    _authorize(request, service)
+    body = await _read_json_body(request, service.settings.max_body_bytes)
+    deadline = _deadline(request)
+    batch = BatchPredictionRequest.model_validate_json(body)
+    windows = requests_to_windows(batch.requests)
+    assert service.batcher is not None
+    result = await service.batcher.submit(windows, deadline=deadline)
+    rid = _request_id(request.scope) or ""
+    predictions = _responses(service, batch.requests, windows, result.probabilities, result.compute_ms, rid)
+    return _json(
+        200,
+        {
+            "request_id": rid,
+            "predictions": predictions,
+            "batch_size": len(predictions),
+            "inference_time_ms": round(result.compute_ms, 4),
+        },
+    )
+
+
+async def health(request: Request) -> Response:
+    return _json(200, {"status": "alive", "version": __version__})
+
+
+async def ready(request: Request) -> Response:
+    service: Service = request.app.state.service
+    if not service.ready or service.model is None:
+        reason = "draining" if service.draining else "loading"
+        return _json(503, error_body(f"not ready: {reason}", "NOT_READY", rid=_request_id(request.scope)))
+    info = service.model.info
+    return _json(
+        200,
+        {
+            "status": "ready",
+            "model": info.name,
+            "model_version": info.version,
+            "precision": info.precision,
+            "provider": info.provider,
+            "intra_op_threads": info.intra_op_threads,
+        },
+    )
+
+
+async def openapi(request: Request) -> Response:
+    return _json(200, openapi_schema())
+
+
+# -- errors -----------------------------------------------------------------------------------------------------
+async def _edge_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EdgeError)
+    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    if exc.status_code == 401:
+        headers = {"WWW-Authenticate": "ApiKey"}
+    return _json(
+        exc.status_code, error_body(exc.message, exc.code, exc.details, _request_id(request.scope)), headers
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    status, code, message, details = _validation_details(exc)
+    return _json(status, error_body(message, code, details, _request_id(request.scope)))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+    return _json(
+        exc.status_code,
+        error_body(str(exc.detail), codes.get(exc.status_code, "HTTP_ERROR"), rid=_request_id(request.scope)),
+        dict(exc.headers) if exc.headers else None,
+    )
+
+
+class EdgeMiddleware:
+    """Request id, X-Process-Time-Ms, optional access log, and a JSON 500 that leaks nothing unless debug.
+
+    Plain ASGI rather than BaseHTTPMiddleware: it adds no task or stream per request on the hot path.
+    """
+
+    def __init__(self, app: ASGIApp, *, debug: bool = False, log_requests: bool = False) -> None:
+        self.app = app
+        self.debug = debug
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                rid = candidate if _REQUEST_ID.match(candidate) else None
+                break
+        rid = rid or uuid.uuid4().hex
+        scope["edge.request_id"] = rid
+        status = 500
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                elapsed = (time.perf_counter() - start) * 1000
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid.encode()))
+                headers.append((b"x-process-time-ms", f"{elapsed:.3f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            log.exception("unhandled error", extra={"request_id": rid, "path": scope.get("path")})
+            if started:
+                raise
+            message = f"internal error: {type(exc).__name__}: {exc}" if self.debug else "internal server error"
+            response = _json(500, error_body(message, "INTERNAL_ERROR", rid=rid))
+            await response(scope, receive, send_wrapper)
+        finally:
+            if self.log_requests:
+                access_log.info(
+                    "request",
+                    extra={
+                        "request_id": rid,
+                        "method": scope.get("method"),
+                        "route": scope.get("path"),
+                        "status": status,
+                        "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+                    },
+                )
+
+
+def _drain_on_signals(service: Service) -> None:
+    """Chain onto the server's SIGTERM/SIGINT handlers so /ready turns false the moment a stop begins."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
+            service.begin_draining()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_loader) -> Starlette:
+    """Build the ASGI app. The model is loaded and warmed in the lifespan, before /ready turns true."""
+    service = Service(settings=settings, api_keys=settings.all_api_keys())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        model = model_loader(settings)
+        batcher = Batcher(
+            model.run,
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_us=settings.max_batch_delay_us,
+            max_queue=settings.max_queue,
+        )
+        batcher.start()
+        service.model, service.batcher = model, batcher
+        _drain_on_signals(service)
+        service.ready = True
+        log.info(
+            "ready",
+            extra={
+                "startup_s": round(time.perf_counter() - service.started, 3),
+                "model_version": model.info.version,
+                "precision": model.info.precision,
+                "provider": model.info.provider,
+                "threads": model.info.intra_op_threads,
+            },
+        )
+        try:
+            yield
+        finally:
+            service.begin_draining()
+            await batcher.stop(settings.graceful_timeout)
+
+    routes = [
+        Route("/predict", predict, methods=["POST"]),
+        Route("/predict/batch", predict_batch, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            EdgeError: _edge_error,
+            ValidationError: _validation_error,
+            HTTPException: _http_error,
+        },
+    )
+    app.state.service = service
+    app.add_middleware(EdgeMiddleware, debug=settings.debug, log_requests=settings.access_log)
+    return app

@@ -1,0 +1,235 @@
+"""Dynamic batching: coalesce concurrent requests into one model run. Knows no HTTP.
+
+The event loop parses and validates; one inference thread runs the model. Requests are queued with a future
+each; the thread takes everything queued (up to `max_batch_size` windows) as soon as the model is free, so a
+lone request never waits for company unless `max_batch_delay_us` asks it to. onnxruntime releases the GIL
+while it computes, so the loop keeps parsing the next requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.errors import DeadlineExceeded, EdgeError, InferenceFailed, NotReady, Overloaded
+from runtime.types import Float32Array
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[Float32Array], Float32Array]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    probabilities: Float32Array  # (n, 3) rows of this request only
+    batch_size: int  # windows in the model run this request shared
+    queue_ms: float  # time from submit to the start of its model run
+    compute_ms: float  # model run time of that batch
+
+
+@dataclass
+class _Item:
+    windows: Float32Array  # (n, 60, 5)
+    future: asyncio.Future[BatchResult]
+    submitted: float  # perf_counter seconds
+    deadline: float | None  # perf_counter seconds, None = no deadline
+
+
+@dataclass
+class BatcherStats:
+    """Counters read by metrics; written by the inference thread only."""
+
+    batches: int = 0
+    windows: int = 0
+    expired: int = 0
+    failed_batches: int = 0
+
+
+class Batcher:
+    """Bounded queue + one inference thread. Create and start it inside the running event loop."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        *,
+        max_batch_size: int = 32,
+        max_batch_delay_us: int = 0,
+        max_queue: int = 256,
+        on_batch: Callable[[int, float, float], None] | None = None,
+    ) -> None:
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay = max_batch_delay_us / 1e6
+        self.max_queue = max_queue
+        self._on_batch = on_batch
+        self._pending: collections.deque[_Item] = collections.deque()
+        self._pending_windows = 0
+        self._busy = False
+        self._cond = threading.Condition(threading.Lock())
+        self._admitting = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stats = BatcherStats()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._admitting = True
+        self._thread = threading.Thread(target=self._worker, name="edge-inference", daemon=True)
+        self._thread.start()
+
+    def swap_run(self, run: RunFn) -> None:
+        """Point new batches at another model; a batch already taken finishes on the old one."""
+        with self._cond:
+            self._run = run
+
+    def stop_admitting(self) -> None:
+        self._admitting = False
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop admitting, wait up to `timeout` s for every accepted request to finish; True if all did."""
+        self._admitting = False
+        deadline = time.perf_counter() + timeout
+        while self.in_flight() and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+        return not self.in_flight()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        drained = await self.drain(timeout)
+        with self._cond:
+            self._stopping = True
+            leftover = list(self._pending)
+            self._pending.clear()
+            self._pending_windows = 0
+            self._cond.notify_all()
+        for item in leftover:  # only when the drain timed out
+            if not item.future.done():
+                item.future.set_exception(NotReady("server is shutting down"))
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, timeout)
+        if not drained:
+            log.warning("batcher stopped with requests still running after %.1f s", timeout)
+
+    def in_flight(self) -> int:
+        """Windows queued or being computed."""
+        return self._pending_windows + (1 if self._busy else 0)
+
+    @property
+    def queued_windows(self) -> int:
+        return self._pending_windows
+
+    # -- the loop side ---------------------------------------------------------------------------------------
+    async def submit(self, windows: Float32Array, *, deadline: float | None = None) -> BatchResult:
+        """Queue (n, 60, 5) windows; resolve with their probabilities. Raises `Overloaded` when full."""
+        if not self._admitting:
+            raise NotReady("server is not accepting work (starting up or shutting down)")
+        n = len(windows)
+        loop = self._loop
+        assert loop is not None, "Batcher.start() was not called"
+        future: asyncio.Future[BatchResult] = loop.create_future()
+        with self._cond:
+            if self._pending_windows + n > self.max_queue:
+                raise Overloaded(
+                    f"admission queue full ({self._pending_windows} of {self.max_queue} windows queued)"
+                )
+            self._pending.append(_Item(windows, future, time.perf_counter(), deadline))
+            self._pending_windows += n
+            self._cond.notify()
+        return await future
+
+    # -- the inference thread --------------------------------------------------------------------------------
+    def _take_batch(self) -> tuple[list[_Item], RunFn] | None:
+        with self._cond:
+            while not self._pending and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            if self.max_batch_delay > 0 and self._pending_windows < self.max_batch_size:
+                until = time.perf_counter() + self.max_batch_delay
+                while self._pending_windows < self.max_batch_size and not self._stopping:
+                    left = until - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            items: list[_Item] = []
+            rows = 0
+            # Whole requests only: a /predict/batch of 100 windows is one model run even above max_batch_size.
+            while self._pending and (not items or rows + len(self._pending[0].windows) <= self.max_batch_size):
+                item = self._pending.popleft()
+                items.append(item)
+                rows += len(item.windows)
+            self._pending_windows -= rows
+            self._busy = True
+            return items, self._run
+
+    def _worker(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while True:
+            taken = self._take_batch()
+            if taken is None:
+                return
+            items, run = taken
+            try:
+                self._run_batch(loop, items, run)
+            finally:
+                with self._cond:
+                    self._busy = False
+
+    def _run_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item], run: RunFn) -> None:
+        start = time.perf_counter()
+        live = [it for it in items if it.deadline is None or it.deadline > start]
+        if len(live) < len(items):
+            self.stats.expired += len(items) - len(live)
+            expired = [it for it in items if it.deadline is not None and it.deadline <= start]
+            loop.call_soon_threadsafe(_fail, expired, DeadlineExceeded("deadline passed while queued"))
+        if not live:
+            return
+        windows = live[0].windows if len(live) == 1 else np.concatenate([it.windows for it in live])
+        try:
+            probs = run(windows)
+        except EdgeError as e:
+            self.stats.failed_batches += 1
+            log.exception("inference failed for a batch of %d windows", len(windows))
+            loop.call_soon_threadsafe(_fail, live, e)
+            return
+        except Exception as e:  # a failure must reach every waiter, whatever it is
+            self.stats.failed_batches += 1
+            log.exception("inference failed for a batch of %d windows", len(windows))
+            loop.call_soon_threadsafe(_fail, live, InferenceFailed(f"inference failed: {type(e).__name__}"))
+            return
+        end = time.perf_counter()
+        compute_ms = (end - start) * 1000
+        self.stats.batches += 1
+        self.stats.windows += len(windows)
+        if self._on_batch is not None:
+            self._on_batch(len(windows), compute_ms, max((start - it.submitted) * 1000 for it in live))
+        results = []
+        offset = 0
+        for it in live:
+            n = len(it.windows)
+            results.append(
+                BatchResult(probs[offset : offset + n], len(windows), (start - it.submitted) * 1000, compute_ms)
+            )
+            offset += n
+        loop.call_soon_threadsafe(_deliver, live, results)
+
+
+def _deliver(items: list[_Item], results: list[BatchResult]) -> None:
+    for item, result in zip(items, results, strict=True):
+        if not item.future.done():  # the client may have gone away
+            item.future.set_result(result)
+
+
+def _fail(items: list[_Item], error: BaseException) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(error)

@@ -1,0 +1,76 @@
+"""Process model: uvicorn with one in-process app, or N worker processes sharing the port."""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import ModuleType
+
+from runtime.app import create_app
+from runtime.session import Model, load_manifest, threads_per_worker, verify_file
+from runtime.settings import Settings
+from starlette.applications import Starlette
+
+log = logging.getLogger("runtime")
+
+
+def _uvicorn_kwargs(settings: Settings) -> dict[str, object]:
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:  # pragma: no cover - uvloop is a base dependency on Linux
+        loop = "asyncio"
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": loop,
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
+        "timeout_graceful_shutdown": settings.graceful_timeout,
+        # Bounded concurrency: beyond this many open connections+requests uvicorn answers 503 at once.
+        "limit_concurrency": max(64, settings.max_queue * 4),
+        "backlog": 2048,
+    }
+
+
+def app_from_env() -> Starlette:
+    """Factory for worker processes: settings come from the EDGE_ environment the parent exported."""
+    from runtime import logs
+
+    settings = Settings()
+    logs.configure(settings.log_level)
+    return create_app(settings)
+
+
+def serve(settings: Settings, uvicorn: ModuleType) -> int:
+    started = time.perf_counter()
+    if settings.workers == 1:
+        # Load and warm before binding: a bad model fails here with a clear message and exit code 1.
+        model = Model.load(
+            settings.model_dir,
+            precision=settings.precision,
+            provider=settings.provider,
+            intra_op_threads=threads_per_worker(settings.intra_op_threads, 1),
+        )
+        log.info("model warmed in %.3f s", time.perf_counter() - started)
+        app = create_app(settings, model_loader=lambda _: model)
+        config = uvicorn.Config(app, **_uvicorn_kwargs(settings))
+        uvicorn.Server(config).run()
+        return 0
+
+    # Verify once in the parent so a bad artifact stops start-up instead of crash-looping N workers.
+    manifest = load_manifest(settings.model_dir)
+    from runtime.constants import FP32_FILE, INT8_FILE
+
+    for name in (INT8_FILE, FP32_FILE):
+        if name in manifest["files"]:
+            verify_file(settings.model_dir, manifest, name)
+    from runtime.__main__ import export_to_environ
+
+    export_to_environ(settings)
+    uvicorn.run("runtime.server:app_from_env", factory=True, workers=settings.workers, **_uvicorn_kwargs(settings))
+    return 0

@@ -1,0 +1,262 @@
+"""The model: manifest, hash verification, execution provider, threads, warm-up. Knows no HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from runtime.constants import (
+    FP32_FILE,
+    INPUT_NAME,
+    INT8_FILE,
+    MANIFEST_FILE,
+    MODEL_NAME,
+    N_CLASSES,
+    N_FEATURES,
+    OUTPUT_NAME,
+    WINDOW_LENGTH,
+)
+from runtime.errors import ConfigurationError, InferenceFailed, ModelLoadError
+from runtime.types import Float32Array
+
+log = logging.getLogger(__name__)
+
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ConfigurationError(
+            "onnxruntime is not installed, run `pip install neuraltrade-edge[cpu]` (or `[gpu]` for CUDA)"
+        ) from e
+    return onnxruntime
+
+
+def cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_self: Path = Path("/proc/self")) -> float | None:
+    """CPUs granted by the container's cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), None if unlimited."""
+    v2 = cgroup_root / "cpu.max"
+    try:
+        quota, period = v2.read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for base in (cgroup_root / "cpu", cgroup_root / "cpu,cpuacct", cgroup_root):
+        try:
+            q = int((base / "cpu.cfs_quota_us").read_text())
+            p = int((base / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if q <= 0 else q / p
+    return None
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: the affinity mask, capped by the cgroup quota (rounded up, at least 1)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def threads_per_worker(configured: int, workers: int, cpus: int | None = None) -> int:
+    """Intra-op threads so that workers x threads does not oversubscribe the CPUs."""
+    if configured > 0:
+        return configured
+    return max(1, (cpus if cpus is not None else available_cpus()) // max(1, workers))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ModelLoadError(f"manifest '{path}' not found: is --model-dir pointing at the models directory?") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"manifest '{path}' cannot be read: {e}") from e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ModelLoadError(f"manifest '{path}' has no 'files' table of sha256 hashes")
+    if manifest.get("name", MODEL_NAME) != MODEL_NAME:
+        raise ModelLoadError(f"manifest '{path}' is for model '{manifest.get('name')}', expected '{MODEL_NAME}'")
+    return manifest
+
+
+def verify_file(model_dir: Path, manifest: dict[str, Any], name: str) -> Path:
+    """Check one artifact against its manifest hash; raise `ModelLoadError` naming the file otherwise."""
+    path = model_dir / name
+    entry = manifest["files"].get(name)
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise ModelLoadError(f"manifest lists no sha256 for '{name}'; refusing to load an unverified model")
+    try:
+        actual = sha256_file(path)
+    except OSError as e:
+        raise ModelLoadError(f"model file '{path}' cannot be read: {e.strerror or e}") from e
+    if actual != entry["sha256"]:
+        raise ModelLoadError(
+            f"model file '{path}' does not match its manifest: sha256 {actual} != expected {entry['sha256']}"
+        )
+    return path
+
+
+def choose_provider(requested: str, available: list[str], gpu_visible: bool) -> str:
+    """Resolve ``auto|cpu|cuda`` against what onnxruntime offers."""
+    if requested == "auto":
+        return "cuda" if _PROVIDERS["cuda"] in available and gpu_visible else "cpu"
+    if _PROVIDERS[requested] not in available:
+        raise ConfigurationError(
+            f"execution provider '{requested}' ({_PROVIDERS[requested]}) is unavailable. "
+            f"Available providers: {', '.join(available)}"
+        )
+    return requested
+
+
+def gpu_visible() -> bool:
+    """A cheap check that a CUDA device exists (the driver exposes /dev/nvidia0 or /proc/driver/nvidia)."""
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").exists()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    precision: Literal["int8", "fp32"]
+    provider: str
+    intra_op_threads: int
+    file: str
+
+
+class Model:
+    """An onnxruntime session over one verified artifact. Thread-safe: `run` may be called from any thread."""
+
+    def __init__(self, session: Any, info: ModelInfo, manifest: dict[str, Any]) -> None:
+        self._session = session
+        self.info = info
+        self.manifest = manifest
+        self._output_names = [OUTPUT_NAME]
+        self._use_iobinding = info.provider == "cuda"
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path,
+        *,
+        precision: str = "auto",
+        provider: str = "auto",
+        intra_op_threads: int = 1,
+        warmup: bool = True,
+    ) -> Model:
+        ort = _import_onnxruntime()
+        manifest = load_manifest(model_dir)
+        chosen = choose_provider(provider, ort.get_available_providers(), gpu_visible())
+        resolved: Literal["int8", "fp32"]
+        if precision == "auto":
+            resolved = "fp32" if chosen == "cuda" else "int8"
+        elif precision in ("int8", "fp32"):
+            resolved = precision  # type: ignore[assignment]
+        else:
+            raise ConfigurationError(f"precision '{precision}' is not one of auto, int8, fp32")
+        name = INT8_FILE if resolved == "int8" else FP32_FILE
+        path = verify_file(model_dir, manifest, name)
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if intra_op_threads == 1:
+            # A single thread never needs to spin waiting for siblings.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = [_PROVIDERS[chosen]] + (["CPUExecutionProvider"] if chosen == "cuda" else [])
+        try:
+            session = ort.InferenceSession(path.read_bytes(), sess_options=options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
+            raise ModelLoadError(f"model file '{path}' could not be loaded by onnxruntime: {e}") from e
+        _check_signature(session, path)
+        info = ModelInfo(
+            name=str(manifest.get("name", MODEL_NAME)),
+            version=str(manifest.get("version", "unknown")),
+            precision=resolved,
+            provider=chosen,
+            intra_op_threads=intra_op_threads,
+            file=name,
+        )
+        model = cls(session, info, manifest)
+        if warmup:
+            model.warm_up()
+        log.info(
+            "model loaded",
+            extra={"model_version": info.version, "precision": resolved, "provider": chosen, "threads": intra_op_threads},
+        )
+        return model
+
+    def warm_up(self) -> None:
+        """Run the batch sizes the service will see, so the first request pays no allocation cost."""
+        rng = np.random.default_rng(0)
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, WINDOW_LENGTH)))
+        window = np.stack([close, close * 1.01, close * 0.99, close, np.full_like(close, 1e6)], axis=-1)
+        for n in (1, 8, 1):
+            probs = self.run(np.repeat(window[None].astype(np.float32), n, axis=0))
+            if not np.all(np.isfinite(probs)):
+                raise ModelLoadError(f"model '{self.info.file}' produced non-finite probabilities during warm-up")
+
+    def run(self, windows: Float32Array) -> Float32Array:
+        """Probabilities of shape (n, 3) for float32 windows of shape (n, 60, 5)."""
+        try:
+            if self._use_iobinding:
+                return self._run_iobinding(windows)
+            out: Float32Array = self._session.run(self._output_names, {INPUT_NAME: windows})[0]
+        except Exception as e:
+            raise InferenceFailed(f"onnxruntime failed on a batch of {len(windows)}: {e}") from e
+        return out
+
+    def _run_iobinding(self, windows: Float32Array) -> Float32Array:
+        # On CUDA, binding copies the input once and lets onnxruntime allocate the output on the device,
+        # avoiding its per-run staging of feeds and fetches.
+        binding = self._session.io_binding()
+        binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(windows))
+        binding.bind_output(OUTPUT_NAME, "cuda")
+        self._session.run_with_iobinding(binding)
+        result: Float32Array = binding.copy_outputs_to_cpu()[0]
+        return result
+
+
+def _check_signature(session: Any, path: Path) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    problems = []
+    if [i.name for i in inputs] != [INPUT_NAME]:
+        problems.append(f"inputs {[i.name for i in inputs]} != ['{INPUT_NAME}']")
+    elif list(inputs[0].shape[1:]) != [WINDOW_LENGTH, N_FEATURES] or inputs[0].type != "tensor(float)":
+        problems.append(f"input shape {inputs[0].shape} {inputs[0].type} != [batch, {WINDOW_LENGTH}, {N_FEATURES}]")
+    if [o.name for o in outputs] != [OUTPUT_NAME]:
+        problems.append(f"outputs {[o.name for o in outputs]} != ['{OUTPUT_NAME}']")
+    elif outputs[0].shape[-1] != N_CLASSES:
+        problems.append(f"output shape {outputs[0].shape} does not end in {N_CLASSES}")
+    if problems:
+        raise ModelLoadError(f"model file '{path}' has the wrong signature: {'; '.join(problems)}")
+
+
+def monotonic_ms() -> float:
+    return time.perf_counter() * 1000.0

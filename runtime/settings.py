@@ -1,0 +1,91 @@
+"""One typed settings object for the service. Every field comes from a CLI flag or an ``EDGE_`` variable."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Precision = Literal["auto", "int8", "fp32"]
+Provider = Literal["auto", "cpu", "cuda"]
+
+
+class Settings(BaseSettings):
+    """Service configuration. Environment variables use the ``EDGE_`` prefix (``EDGE_PORT=8000``)."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGE_", extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to bind (0 = any free port).")
+    model_dir: Path = Field(default=Path("models"), description="Directory holding manifest.json and the models.")
+    precision: Precision = Field(
+        default="auto", description="Model precision: auto = int8 on CPU, fp32 on CUDA (integer ops run on CPU)."
+    )
+    provider: Provider = Field(
+        default="auto", description="Execution provider: auto = CUDA when available and a GPU is visible, else CPU."
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="Server processes sharing the port.")
+    intra_op_threads: int = Field(
+        default=0, ge=0, le=256, description="onnxruntime intra-op threads per worker; 0 = CPU quota / workers."
+    )
+    max_batch_size: int = Field(default=32, ge=1, le=1024, description="Most windows coalesced into one model run.")
+    max_batch_delay_us: int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="Microseconds a batch may wait for more requests once the model is idle (0 = never wait).",
+    )
+    max_queue: int = Field(
+        default=256, ge=1, le=100_000, description="Windows admitted but not yet computed; beyond it: 503."
+    )
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body in bytes (413 above).")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Accepted X-API-Key values (comma-separated in EDGE_API_KEYS)."
+    )
+    api_keys_file: Path | None = Field(default=None, description="File with one API key per line.")
+    allow_unauthenticated: bool = Field(
+        default=False, description="Allow serving without API keys on a non-loopback address."
+    )
+    graceful_timeout: float = Field(
+        default=10.0, ge=0, le=3600, description="Seconds to finish in-flight requests after SIGTERM."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    access_log: bool = Field(default=False, description="Log one JSON line per request.")
+    debug: bool = Field(default=False, description="Include exception text in 500 responses.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _key_length(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            if len(key.get_secret_value()) < 8:
+                raise ValueError("every API key must be at least 8 characters long")
+        return value
+
+    def all_api_keys(self) -> list[bytes]:
+        """Keys from `api_keys` and `api_keys_file`, as bytes for constant-time comparison."""
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except OSError as e:
+                raise ValueError(f"api_keys_file '{self.api_keys_file}' cannot be read: {e.strerror}") from e
+            keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        return [k.encode() for k in keys]
+
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
