@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from runtime.constants import CLASSES, MAX_BATCH_REQUESTS, WINDOW_LENGTH
@@ -73,9 +73,9 @@ class PredictionRequest(BaseModel):
     )
     include_risk: bool = Field(default=True, description="Add the FMEA risk assessment to the response.")
 
-    @model_validator(mode="after")
-    def _check_order(self) -> PredictionRequest:
-        points = self.ohlcv_data
+    @field_validator("ohlcv_data")
+    @classmethod
+    def _check_order(cls, points: list[OHLCVPoint]) -> list[OHLCVPoint]:
         for i in range(1, len(points)):
             if points[i].timestamp <= points[i - 1].timestamp:
                 raise PydanticCustomError(
@@ -84,7 +84,7 @@ class PredictionRequest(BaseModel):
                     "candle {j} ({s})",
                     {"i": i, "t": points[i].timestamp.isoformat(), "j": i - 1, "s": points[i - 1].timestamp.isoformat()},
                 )
-        return self
+        return points
 
 
 class BatchPredictionRequest(BaseModel):
