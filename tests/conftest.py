@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def committed_model_dir() -> Path:
     """The artifacts the service ships with."""
-    path = Path("/tmp/fakemodel")
+    path = REPO / "models"
     if not (path / "manifest.json").exists():
         pytest.fail("models/manifest.json is missing: the committed model is part of the product")
     return path
