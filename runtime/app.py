@@ -38,7 +38,7 @@ from runtime.errors import (
 )
 from runtime.openapi import openapi_schema
 from runtime.preprocessing import requests_to_windows
-from runtime.risk import assess
+from runtime.risk import assess, window_features
 from runtime.schemas import BatchPredictionRequest, PredictionRequest
 from runtime.session import Model, threads_per_worker
 from runtime.settings import Settings
@@ -159,18 +159,19 @@ def _prediction(probs: np.ndarray[Any, Any]) -> dict[str, Any]:
     }
 
 
-def _responses(
-    service: Service,
-    reqs: list[PredictionRequest],
-    windows: np.ndarray[Any, Any],
-    probs: np.ndarray[Any, Any],
-    compute_ms: float,
-    rid: str,
-) -> list[dict[str, Any]]:
-    assert service.model is not None
-    info = service.model.info
+async def _run(service: Service, request: Request, reqs: list[PredictionRequest]) -> tuple[list[dict[str, Any]], float]:
+    """Windows through the batcher; the candle-only risk features are computed while the model runs."""
+    deadline = _deadline(request)
+    windows = requests_to_windows(reqs)
+    assert service.batcher is not None and service.model is not None
+    pending = service.batcher.enqueue(windows, deadline=deadline)
     want_risk = [r.include_risk for r in reqs]
-    risks = assess(windows, probs) if any(want_risk) else [None] * len(reqs)
+    features = window_features(windows) if any(want_risk) else None
+    result = await pending
+    probs = result.probabilities
+    risks = assess(features, probs) if features is not None else [None] * len(reqs)
+    rid = _request_id(request.scope) or ""
+    info = service.model.info
     now = datetime.now(UTC).isoformat()
     return [
         {
@@ -180,11 +181,11 @@ def _responses(
             "risk": risks[i] if want_risk[i] else None,
             "model_version": info.version,
             "precision": info.precision,
-            "inference_time_ms": round(compute_ms, 4),
+            "inference_time_ms": round(result.compute_ms, 4),
             "timestamp": now,
         }
         for i, req in enumerate(reqs)
-    ]
+    ], result.compute_ms
 
 
 def _deadline(request: Request) -> float | None:
@@ -209,13 +210,8 @@ async def predict(request: Request) -> Response:
     service = _service(request)
     _authorize(request, service)
     body = await _read_json_body(request, service.settings.max_body_bytes)
-    deadline = _deadline(request)
     req = PredictionRequest.model_validate_json(body)
-    windows = requests_to_windows([req])
-    assert service.batcher is not None
-    result = await service.batcher.submit(windows, deadline=deadline)
-    rid = _request_id(request.scope) or ""
-    [payload] = _responses(service, [req], windows, result.probabilities, result.compute_ms, rid)
+    [payload], _ = await _run(service, request, [req])
     return _json(200, payload)
 
 
@@ -223,20 +219,15 @@ async def predict_batch(request: Request) -> Response:
     service = _service(request)
     _authorize(request, service)
     body = await _read_json_body(request, service.settings.max_body_bytes)
-    deadline = _deadline(request)
     batch = BatchPredictionRequest.model_validate_json(body)
-    windows = requests_to_windows(batch.requests)
-    assert service.batcher is not None
-    result = await service.batcher.submit(windows, deadline=deadline)
-    rid = _request_id(request.scope) or ""
-    predictions = _responses(service, batch.requests, windows, result.probabilities, result.compute_ms, rid)
+    predictions, compute_ms = await _run(service, request, batch.requests)
     return _json(
         200,
         {
-            "request_id": rid,
+            "request_id": _request_id(request.scope),
             "predictions": predictions,
             "batch_size": len(predictions),
-            "inference_time_ms": round(result.compute_ms, 4),
+            "inference_time_ms": round(compute_ms, 4),
         },
     )
 

@@ -128,7 +128,11 @@ class Batcher:
 
     # -- the loop side ---------------------------------------------------------------------------------------
     async def submit(self, windows: Float32Array, *, deadline: float | None = None) -> BatchResult:
-        """Queue (n, 60, 5) windows; resolve with their probabilities. Raises `Overloaded` when full."""
+        """Queue (n, 60, 5) windows and wait for their probabilities. Raises `Overloaded` when full."""
+        return await self.enqueue(windows, deadline=deadline)
+
+    def enqueue(self, windows: Float32Array, *, deadline: float | None = None) -> asyncio.Future[BatchResult]:
+        """Queue windows and return at once; the caller may do other work while the model runs."""
         if not self._admitting:
             raise NotReady("server is not accepting work (starting up or shutting down)")
         n = len(windows)
@@ -143,7 +147,7 @@ class Batcher:
             self._pending.append(_Item(windows, future, time.perf_counter(), deadline))
             self._pending_windows += n
             self._cond.notify()
-        return await future
+        return future
 
     # -- the inference thread --------------------------------------------------------------------------------
     def _take_batch(self) -> tuple[list[_Item], RunFn] | None:

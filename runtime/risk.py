@@ -8,9 +8,11 @@ price gaps, volume spikes).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from runtime.types import FloatArray
 
@@ -18,43 +20,63 @@ from runtime.types import FloatArray
 _VOL_EDGES = np.array([0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08])
 #: RPN upper bounds of the low, medium and high levels; above the last: critical.
 _LEVEL_EDGES = np.array([100, 200, 400])
-_LEVELS = ("low", "medium", "high", "critical")
+_LEVELS = ("low", "medium", "high", "critical")  # RPN <= 100, <= 200, <= 400, > 400
 
 
-def assess(windows: FloatArray, probabilities: FloatArray) -> list[dict[str, Any]]:
-    """Risk assessments for windows (n, 60, 5) and their probabilities (n, 3), one dict per window."""
+@dataclass(frozen=True)
+class WindowFeatures:
+    """The parts of the risk score that need only the candles: computed while the model runs."""
+
+    volatility: FloatArray  # (n,) std of close-to-close log returns
+    severity: npt.NDArray[np.int64]  # (n,) 1-10
+    zero_volume: FloatArray  # (n,) fraction of candles with zero volume
+    gap: FloatArray  # (n,) largest |log(open_t / close_{t-1})|
+    spike: FloatArray  # (n,) last volume / window median volume
+    detection: npt.NDArray[np.int64]  # (n,) 1-10
+
+
+def window_features(windows: FloatArray) -> WindowFeatures:
+    """Candle-only risk features for windows (n, 60, 5)."""
     w = windows.astype(np.float64, copy=False)
-    close, open_, volume = w[:, :, 3], w[:, :, 0], w[:, :, 4]
-    log_ret = np.diff(np.log(close), axis=1)  # (n, 59)
-    vol = log_ret.std(axis=1)  # (n,)
-    severity = 1 + np.searchsorted(_VOL_EDGES, vol, side="right")
+    open_, close, volume = w[:, :, 0], w[:, :, 3], w[:, :, 4]
+    log_close = np.log(close)
+    vol = np.diff(log_close, axis=1).std(axis=1)  # (n,)
+    gap = np.abs(np.log(open_[:, 1:]) - log_close[:, :-1]).max(axis=1)  # (n,)
+    zero_volume = (volume <= 0).mean(axis=1)
+    median = np.median(volume, axis=1)
+    spike = volume[:, -1] / np.where(median > 0, median, np.inf)  # 0 where the median volume is 0
+    flags = (zero_volume > 0).astype(np.int64) + (gap > 5 * np.maximum(vol, 1e-12)) + (spike > 5)
+    return WindowFeatures(
+        volatility=vol,
+        severity=1 + np.searchsorted(_VOL_EDGES, vol, side="right"),
+        zero_volume=zero_volume,
+        gap=gap,
+        spike=spike,
+        detection=np.minimum(1 + 3 * flags, 10),
+    )
 
+
+def assess(features: WindowFeatures, probabilities: FloatArray) -> list[dict[str, Any]]:
+    """Risk assessments from candle features and the model's probabilities (n, 3), one dict per window."""
     p = np.clip(probabilities.astype(np.float64, copy=False), 1e-12, 1.0)
     entropy = -(p * np.log(p)).sum(axis=1) / np.log(p.shape[1])  # (n,) in [0, 1]
     occurrence = np.clip(np.ceil(entropy * 10), 1, 10).astype(np.int64)
-
-    zero_volume = (volume <= 0).mean(axis=1)  # fraction of candles
-    gaps = np.abs(np.log(open_[:, 1:] / close[:, :-1])).max(axis=1)  # largest open-vs-previous-close jump
-    median_vol = np.median(volume, axis=1)
-    spike = np.where(median_vol > 0, volume[:, -1] / np.where(median_vol > 0, median_vol, 1), 0.0)
-    has_zero = zero_volume > 0
-    has_gap = gaps > 5 * np.maximum(vol, 1e-12)
-    has_spike = spike > 5
-    detection = np.clip(1 + 3 * has_zero + 3 * has_gap + 3 * has_spike, 1, 10)
-
+    severity, detection, vol = features.severity, features.detection, features.volatility
     rpn = severity * occurrence * detection
     level = np.searchsorted(_LEVEL_EDGES, rpn, side="left")
 
     out = []
-    for i in range(len(w)):
-        factors = [f"volatility {vol[i]:.4f} per candle (severity {int(severity[i])})"]
-        factors.append(f"model entropy {entropy[i]:.2f} of maximum (occurrence {int(occurrence[i])})")
-        if has_zero[i]:
-            factors.append(f"{zero_volume[i]:.0%} of candles have zero volume")
-        if has_gap[i]:
-            factors.append(f"price gap of {gaps[i]:.2%} between candles")
-        if has_spike[i]:
-            factors.append(f"last volume is {spike[i]:.1f}x the window median")
+    for i in range(len(p)):
+        factors = [
+            f"volatility {vol[i]:.4f} per candle (severity {int(severity[i])})",
+            f"model entropy {entropy[i]:.2f} of maximum (occurrence {int(occurrence[i])})",
+        ]
+        if features.zero_volume[i] > 0:
+            factors.append(f"{features.zero_volume[i]:.0%} of candles have zero volume")
+        if features.gap[i] > 5 * max(vol[i], 1e-12):
+            factors.append(f"price gap of {features.gap[i]:.2%} between candles")
+        if features.spike[i] > 5:
+            factors.append(f"last volume is {features.spike[i]:.1f}x the window median")
         out.append(
             {
                 "severity": int(severity[i]),
