@@ -1,0 +1,103 @@
+"""The floor: bare in-process onnxruntime on one real window, no HTTP, no Python service code.
+
+Session options mirror the service's (`runtime.session.Model.load`): ``intra_op_num_threads`` as the service
+reports on /ready (or ``runtime.session.threads_per_worker`` for one worker), one inter-op thread, sequential
+execution, all graph optimisations, and no spinning when single-threaded. The model files are the same
+committed artifacts the servers load.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.constants import FP32_FILE, INPUT_NAME, INT8_FILE, OUTPUT_NAME
+
+
+def session_options(intra_op_threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if intra_op_threads == 1:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def load_session(model_dir: Path, precision: str, intra_op_threads: int) -> Any:
+    import onnxruntime as ort
+
+    path = model_dir / (INT8_FILE if precision == "int8" else FP32_FILE)
+    return ort.InferenceSession(
+        str(path), sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an unsorted list."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(np.ceil(q / 100 * len(ordered))) - 1))
+    return ordered[k]
+
+
+def summarise(samples: list[float]) -> dict[str, float]:
+    return {
+        "runs": len(samples),
+        "p50_ms": statistics.median(samples),
+        "p99_ms": percentile(samples, 99),
+        "mean_ms": statistics.fmean(samples),
+        "min_ms": min(samples),
+    }
+
+
+def time_runs(session: Any, x: np.ndarray[Any, Any], *, seconds: float, warmup: int = 50) -> list[float]:
+    """Time ``session.run`` back to back for about ``seconds``; latencies in milliseconds."""
+    feeds = {INPUT_NAME: x}
+    outputs = [OUTPUT_NAME]
+    for _ in range(warmup):
+        session.run(outputs, feeds)
+    samples: list[float] = []
+    end = time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        session.run(outputs, feeds)
+        t1 = time.perf_counter()
+        samples.append((t1 - t0) * 1e3)
+        if t1 >= end and len(samples) >= 100:
+            break
+    return samples
+
+
+def measure(
+    model_dir: Path,
+    window: np.ndarray[Any, Any],
+    *,
+    intra_op_threads: int,
+    seconds: float,
+    batch_sizes: tuple[int, ...] = (1, 64),
+) -> dict[str, Any]:
+    """p50/p99 of one ``session.run``, INT8 and FP32 at each batch size, interleaved in two halves."""
+    x1 = np.ascontiguousarray(window, dtype=np.float32).reshape(1, *window.shape[-2:])
+    sessions = {p: load_session(model_dir, p, intra_op_threads) for p in ("int8", "fp32")}
+    out: dict[str, Any] = {"intra_op_threads": intra_op_threads, "seconds_per_point": seconds, "points": {}}
+    for n in batch_sizes:
+        x = np.repeat(x1, n, axis=0)
+        samples: dict[str, list[float]] = {"int8": [], "fp32": []}
+        for _ in range(2):  # int8, fp32, int8, fp32: drift in machine load hits both alike
+            for p, s in sessions.items():
+                samples[p] += time_runs(s, x, seconds=seconds / 2)
+        for p, values in samples.items():
+            out["points"][f"{p}@{n}"] = {"precision": p, "batch": n, **summarise(values)}
+    probs = {p: s.run([OUTPUT_NAME], {INPUT_NAME: x1})[0][0].tolist() for p, s in sessions.items()}
+    out["probabilities"] = probs
+    return out
