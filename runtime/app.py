@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -28,10 +29,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runtime import __version__
 from runtime.batching import Batcher
 from runtime.constants import CLASSES
+from runtime.drift import DriftMonitor
 from runtime.errors import (
     BadRequest,
+    DeadlineExceeded,
     EdgeError,
     NotReady,
+    Overloaded,
+    StaleWindow,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
@@ -39,8 +44,10 @@ from runtime.errors import (
 from runtime.openapi import openapi_schema
 from runtime.preprocessing import requests_to_windows
 from runtime.risk import assess, window_features
-from runtime.schemas import BatchPredictionRequest, PredictionRequest
-from runtime.session import Model, threads_per_worker
+from runtime.schemas import BatchPredictionRequest, PredictionRequest, ReloadRequest
+from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from runtime.metrics import Metrics
+from runtime.session import Model, ModelInfo, threads_per_worker
 from runtime.settings import Settings
 
 log = logging.getLogger("runtime.app")
@@ -48,16 +55,21 @@ access_log = logging.getLogger("runtime.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 _JSON_TYPES = ("application/json",)
-ModelLoader = Callable[[Settings], Model]
+ModelLoader = Callable[[Settings, "str | None"], Model]
 
 
-def default_model_loader(settings: Settings) -> Model:
+def default_model_loader(settings: Settings, version: str | None = None) -> Model:
     return Model.load(
-        settings.model_dir,
+        settings.model_path(version),
         precision=settings.precision,
         provider=settings.provider,
         intra_op_threads=threads_per_worker(settings.intra_op_threads, settings.workers),
     )
+
+
+class ReloadFailed(EdgeError):
+    status_code = 409
+    code = "RELOAD_FAILED"
 
 
 @dataclass
@@ -66,11 +78,16 @@ class Service:
 
     settings: Settings
     api_keys: list[bytes]
+    loader: ModelLoader
+    metrics: Metrics = field(default_factory=Metrics)
     model: Model | None = None
     batcher: Batcher | None = None
+    drift: DriftMonitor | None = None
+    version: str | None = None
     ready: bool = False
     draining: bool = False
     started: float = field(default_factory=time.perf_counter)
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def begin_draining(self) -> None:
         """Turn /ready false and stop admitting new work; accepted requests still finish."""
@@ -78,6 +95,55 @@ class Service:
         self.ready = False
         if self.batcher is not None:
             self.batcher.stop_admitting()
+
+    def install(self, model: Model) -> None:
+        """Make `model` the one new batches run on; a batch already taken finishes on the old one."""
+        if self.batcher is not None:
+            self.batcher.swap_run(model.run, model.info)
+        self.model = model
+        self.metrics.set_model(model.info)
+
+    async def reload(self, version: str | None = None) -> tuple[ModelInfo, ModelInfo]:
+        """Verify and warm the new model off the loop, then swap it in; on failure the old one keeps serving."""
+        async with self._reload_lock:
+            assert self.model is not None
+            old = self.model.info
+            target = version or self.version
+            try:
+                new = await asyncio.to_thread(self.loader, self.settings, target)
+            except Exception as e:
+                self.metrics.reloads.labels("failed").inc()
+                log.error("reload failed; still serving %s", old.version, extra={"reason": str(e)})
+                raise ReloadFailed(f"reload failed, still serving version {old.version}: {e}") from e
+            self.install(new)
+            self.version = target
+            self.metrics.reloads.labels("ok").inc()
+            log.info("model reloaded", extra={"previous_version": old.version, "model_version": new.info.version})
+            self.start_drift_monitor()
+            return old, new.info
+
+    def start_drift_monitor(self) -> None:
+        """Load the FP32 reference in the background (not on the start-up path) and sample live traffic."""
+        rate = self.settings.drift_sample_rate
+        if rate <= 0 or self.model is None or self.model.info.precision != "int8":
+            return
+        info = self.model.info
+        previous = self.drift
+
+        def load() -> None:
+            try:
+                reference = Model.load(self.settings.model_path(self.version), precision="fp32",
+                                       provider=info.provider, intra_op_threads=1)
+            except Exception:
+                log.exception("drift monitor disabled: the FP32 reference could not be loaded")
+                return
+            monitor = DriftMonitor(reference, self.metrics, rate)
+            monitor.start()
+            self.drift = monitor
+            if previous is not None:
+                previous.stop()
+
+        threading.Thread(target=load, name="edge-drift-load", daemon=True).start()
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
@@ -147,7 +213,28 @@ def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     if not service.ready or service.batcher is None or service.model is None:
         raise NotReady("model is not ready" if not service.draining else "server is shutting down")
+    if service.batcher.queued_windows >= service.batcher.max_queue:
+        # Shed before reading and parsing the body: under overload that work is what we cannot afford.
+        service.metrics.rejected.labels("overloaded").inc()
+        raise Overloaded(f"admission queue full ({service.batcher.max_queue} windows queued); retry shortly")
     return service
+
+
+def _check_fresh(service: Service, reqs: list[PredictionRequest]) -> None:
+    max_age = service.settings.max_window_age_s
+    if max_age <= 0:
+        return
+    now = datetime.now(UTC)
+    for i, req in enumerate(reqs):
+        age = (now - req.ohlcv_data[-1].timestamp).total_seconds()
+        if age > max_age:
+            service.metrics.rejected.labels("stale").inc()
+            loc: list[str | int] = ["ohlcv_data", len(req.ohlcv_data) - 1, "timestamp"]
+            raise StaleWindow(
+                f"window is stale: last candle is {age:.0f} s old, the limit is {max_age:g} s",
+                details=[{"loc": loc if len(reqs) == 1 else ["requests", i, *loc],
+                          "msg": f"last candle older than {max_age:g} s", "type": "stale_window"}],
+            )
 
 
 def _prediction(probs: np.ndarray[Any, Any]) -> dict[str, Any]:
@@ -162,16 +249,27 @@ def _prediction(probs: np.ndarray[Any, Any]) -> dict[str, Any]:
 async def _run(service: Service, request: Request, reqs: list[PredictionRequest]) -> tuple[list[dict[str, Any]], float]:
     """Windows through the batcher; the candle-only risk features are computed while the model runs."""
     deadline = _deadline(request)
+    _check_fresh(service, reqs)
     windows = requests_to_windows(reqs)
-    assert service.batcher is not None and service.model is not None
-    pending = service.batcher.enqueue(windows, deadline=deadline)
+    assert service.batcher is not None
+    try:
+        pending = service.batcher.enqueue(windows, deadline=deadline)
+    except Overloaded:
+        service.metrics.rejected.labels("overloaded").inc()
+        raise
     want_risk = [r.include_risk for r in reqs]
     features = window_features(windows) if any(want_risk) else None
-    result = await pending
+    try:
+        result = await pending
+    except DeadlineExceeded:
+        service.metrics.rejected.labels("deadline").inc()
+        raise
     probs = result.probabilities
+    info: ModelInfo = result.tag
+    if service.drift is not None and info.precision == "int8":
+        service.drift.offer(windows, probs)
     risks = assess(features, probs) if features is not None else [None] * len(reqs)
     rid = _request_id(request.scope) or ""
-    info = service.model.info
     now = datetime.now(UTC).isoformat()
     return [
         {
@@ -259,6 +357,30 @@ async def openapi(request: Request) -> Response:
     return _json(200, openapi_schema())
 
 
+async def metrics(request: Request) -> Response:
+    service: Service = request.app.state.service
+    if service.settings.metrics_require_key:
+        _authorize(request, service)
+    if service.batcher is not None:
+        service.metrics.queued.set(service.batcher.queued_windows)
+    return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
+async def admin_reload(request: Request) -> Response:
+    """Reload the model (optionally another version): verified and warmed before an atomic swap."""
+    service: Service = request.app.state.service
+    _authorize(request, service)
+    if service.model is None or service.draining:
+        raise NotReady("no model is being served")
+    version = None
+    body = await request.body()
+    if body.strip():
+        version = ReloadRequest.model_validate_json(body).version
+    old, new = await service.reload(version)
+    return _json(200, {"status": "reloaded", "previous_version": old.version, "model_version": new.version,
+                       "precision": new.precision, "provider": new.provider})
+
+
 # -- errors -----------------------------------------------------------------------------------------------------
 async def _edge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EdgeError)
@@ -292,8 +414,9 @@ class EdgeMiddleware:
     Plain ASGI rather than BaseHTTPMiddleware: it adds no task or stream per request on the hot path.
     """
 
-    def __init__(self, app: ASGIApp, *, debug: bool = False, log_requests: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, debug: bool = False, log_requests: bool = False) -> None:
         self.app = app
+        self.metrics = metrics
         self.debug = debug
         self.log_requests = log_requests
 
@@ -325,6 +448,7 @@ class EdgeMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
@@ -335,15 +459,22 @@ class EdgeMiddleware:
             response = _json(500, error_body(message, "INTERNAL_ERROR", rid=rid))
             await response(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            # Label by route template, never by raw path: unknown paths must not grow the series count.
+            label = route.path if route is not None and hasattr(route, "path") else "unmatched"
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(label, str(status)).inc()
+            self.metrics.latency.labels(label).observe(elapsed)
             if self.log_requests:
                 access_log.info(
                     "request",
                     extra={
                         "request_id": rid,
                         "method": scope.get("method"),
-                        "route": scope.get("path"),
+                        "route": label,
                         "status": status,
-                        "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+                        "latency_ms": round(elapsed * 1000, 3),
                     },
                 )
 
@@ -364,22 +495,47 @@ def _drain_on_signals(service: Service) -> None:
         signal.signal(sig, handler)
 
 
+def _reload_on_sighup(service: Service) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_hup() -> None:
+        async def run() -> None:
+            try:
+                await service.reload()
+            except ReloadFailed:
+                pass  # already logged with the reason; the old model keeps serving
+
+        loop.create_task(run())
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+        pass
+
+
 def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_loader) -> Starlette:
     """Build the ASGI app. The model is loaded and warmed in the lifespan, before /ready turns true."""
-    service = Service(settings=settings, api_keys=settings.all_api_keys())
+    service = Service(settings=settings, api_keys=settings.all_api_keys(), loader=model_loader,
+                      version=settings.model_version)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        model = model_loader(settings)
+        model = model_loader(settings, service.version)
         batcher = Batcher(
             model.run,
+            tag=model.info,
             max_batch_size=settings.max_batch_size,
             max_batch_delay_us=settings.max_batch_delay_us,
             max_queue=settings.max_queue,
+            on_batch=service.metrics.observe_batch,
         )
         batcher.start()
-        service.model, service.batcher = model, batcher
+        service.batcher = batcher
+        service.install(model)
         _drain_on_signals(service)
+        _reload_on_sighup(service)
         service.ready = True
         log.info(
             "ready",
@@ -391,17 +547,22 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
                 "threads": model.info.intra_op_threads,
             },
         )
+        service.start_drift_monitor()
         try:
             yield
         finally:
             service.begin_draining()
             await batcher.stop(settings.graceful_timeout)
+            if service.drift is not None:
+                service.drift.stop()
 
     routes = [
         Route("/predict", predict, methods=["POST"]),
         Route("/predict/batch", predict_batch, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/admin/reload", admin_reload, methods=["POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     app = Starlette(
@@ -414,5 +575,6 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
         },
     )
     app.state.service = service
-    app.add_middleware(EdgeMiddleware, debug=settings.debug, log_requests=settings.access_log)
+    app.add_middleware(EdgeMiddleware, metrics=service.metrics, debug=settings.debug,
+                       log_requests=settings.access_log)
     return app

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ class BatchResult:
     batch_size: int  # windows in the model run this request shared
     queue_ms: float  # time from submit to the start of its model run
     compute_ms: float  # model run time of that batch
+    tag: Any = None  # what `swap_run` named the model that computed it (e.g. its version)
 
 
 @dataclass
@@ -59,12 +61,14 @@ class Batcher:
         self,
         run: RunFn,
         *,
+        tag: Any = None,
         max_batch_size: int = 32,
         max_batch_delay_us: int = 0,
         max_queue: int = 256,
         on_batch: Callable[[int, float, float], None] | None = None,
     ) -> None:
         self._run = run
+        self._tag = tag
         self.max_batch_size = max_batch_size
         self.max_batch_delay = max_batch_delay_us / 1e6
         self.max_queue = max_queue
@@ -86,10 +90,10 @@ class Batcher:
         self._thread = threading.Thread(target=self._worker, name="edge-inference", daemon=True)
         self._thread.start()
 
-    def swap_run(self, run: RunFn) -> None:
+    def swap_run(self, run: RunFn, tag: Any = None) -> None:
         """Point new batches at another model; a batch already taken finishes on the old one."""
         with self._cond:
-            self._run = run
+            self._run, self._tag = run, tag
 
     def stop_admitting(self) -> None:
         self._admitting = False
@@ -150,7 +154,7 @@ class Batcher:
         return future
 
     # -- the inference thread --------------------------------------------------------------------------------
-    def _take_batch(self) -> tuple[list[_Item], RunFn] | None:
+    def _take_batch(self) -> tuple[list[_Item], RunFn, Any] | None:
         with self._cond:
             while not self._pending and not self._stopping:
                 self._cond.wait()
@@ -172,7 +176,7 @@ class Batcher:
                 rows += len(item.windows)
             self._pending_windows -= rows
             self._busy = True
-            return items, self._run
+            return items, self._run, self._tag
 
     def _worker(self) -> None:
         loop = self._loop
@@ -181,14 +185,14 @@ class Batcher:
             taken = self._take_batch()
             if taken is None:
                 return
-            items, run = taken
+            items, run, tag = taken
             try:
-                self._run_batch(loop, items, run)
+                self._run_batch(loop, items, run, tag)
             finally:
                 with self._cond:
                     self._busy = False
 
-    def _run_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item], run: RunFn) -> None:
+    def _run_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item], run: RunFn, tag: Any) -> None:
         start = time.perf_counter()
         live = [it for it in items if it.deadline is None or it.deadline > start]
         if len(live) < len(items):
@@ -221,7 +225,7 @@ class Batcher:
         for it in live:
             n = len(it.windows)
             results.append(
-                BatchResult(probs[offset : offset + n], len(windows), (start - it.submitted) * 1000, compute_ms)
+                BatchResult(probs[offset : offset + n], len(windows), (start - it.submitted) * 1000, compute_ms, tag)
             )
             offset += n
         loop.call_soon_threadsafe(_deliver, live, results)

@@ -75,3 +75,10 @@ class DeadlineExceeded(EdgeError):
 
     status_code = 504
     code = "DEADLINE_EXCEEDED"
+
+
+class StaleWindow(EdgeError):
+    """The window's last candle is older than the configured maximum age."""
+
+    status_code = 422
+    code = "STALE_WINDOW"

@@ -165,3 +165,11 @@ class ErrorResponse(BaseModel):
 def class_probabilities(row: Any) -> dict[str, float]:
     """Map a probability row in model order to ``{"sell": p0, "hold": p1, "buy": p2}``."""
     return {name: float(p) for name, p in zip(CLASSES, row, strict=True)}
+
+
+class ReloadRequest(BaseModel):
+    """Body of ``POST /admin/reload`` (optional): which model version to switch to."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")

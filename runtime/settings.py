@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to bind (0 = any free port).")
     model_dir: Path = Field(default=Path("models"), description="Directory holding manifest.json and the models.")
+    model_version: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$",
+        description="Serve model_dir/<version>/ instead of model_dir itself (several versions side by side).",
+    )
     precision: Precision = Field(
         default="auto", description="Model precision: auto = int8 on CPU, fp32 on CUDA (integer ops run on CPU)."
     )
@@ -52,6 +57,14 @@ class Settings(BaseSettings):
     graceful_timeout: float = Field(
         default=10.0, ge=0, le=3600, description="Seconds to finish in-flight requests after SIGTERM."
     )
+    max_window_age_s: float = Field(
+        default=0.0, ge=0, description="Reject windows whose last candle is older than this, in seconds (0 = off)."
+    )
+    drift_sample_rate: float = Field(
+        default=0.01, ge=0, le=1,
+        description="Fraction of INT8 requests re-run on FP32 off the hot path to measure drift (0 = off).",
+    )
+    metrics_require_key: bool = Field(default=False, description="Require X-API-Key on /metrics.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     access_log: bool = Field(default=False, description="Log one JSON line per request.")
     debug: bool = Field(default=False, description="Include exception text in 500 responses.")
@@ -81,6 +94,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"api_keys_file '{self.api_keys_file}' cannot be read: {e.strerror}") from e
             keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
         return [k.encode() for k in keys]
+
+    def model_path(self, version: str | None = None) -> Path:
+        """Directory of the model to serve: model_dir, or model_dir/<version> when a version is named."""
+        version = version or self.model_version
+        return self.model_dir / version if version else self.model_dir
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

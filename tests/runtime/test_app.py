@@ -269,7 +269,7 @@ def test_500_does_not_leak_exception_text(committed_model_dir: Path, payload: An
         def run(self, windows: Any) -> Any:
             raise ZeroDivisionError("secret internal detail")
 
-    def loader(settings: Settings) -> Model:
+    def loader(settings: Settings, version: str | None) -> Model:
         real = Model.load(settings.model_dir, intra_op_threads=1)
         return Exploding(real._session, real.info, real.manifest)
 

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import market_windows, window_to_payload
+from prometheus_client.parser import text_string_to_metric_families
+
+from runtime.constants import INT8_FILE
+
+JSON = {"content-type": "application/json"}
+
+
+def _samples(client: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(response.text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _predict(client: Any, seed: int = 0, **headers: str) -> Any:
+    body = json.dumps(window_to_payload(market_windows(1, seed)[0]))
+    return client.post("/predict", content=body, headers={**JSON, **headers})
+
+
+def test_metrics_parse_and_move_with_traffic(make_client: Any) -> None:
+    client = make_client(drift_sample_rate=0)
+    before = _samples(client)
+    ok = (("route", "/predict"), ("status", "200"))
+    for seed in range(3):
+        assert _predict(client, seed).status_code == 200
+    client.post("/predict", content=b"{", headers=JSON)
+    after = _samples(client)
+    assert after[("edge_requests_total", ok)] - before.get(("edge_requests_total", ok), 0) == 3
+    assert after[("edge_requests_total", (("route", "/predict"), ("status", "400")))] == 1
+    assert after[("edge_request_duration_seconds_count", (("route", "/predict"),))] >= 4
+    assert after[("edge_batch_size_count", ())] >= 3
+    assert after[("edge_compute_seconds_count", ())] >= 3
+    assert after[("edge_queue_seconds_count", ())] >= 3
+    info = [k for k in after if k[0] == "edge_model_info"]
+    assert len(info) == 1 and dict(info[0][1])["precision"] == "int8"
+
+
+def test_unknown_paths_share_one_label(make_client: Any) -> None:
+    client = make_client()
+    for i in range(5):
+        client.get(f"/random-{i}")
+    samples = _samples(client)
+    assert samples[("edge_requests_total", (("route", "unmatched"), ("status", "404")))] == 5
+    assert not any("random" in str(k) for k in samples)
+
+
+def test_metrics_can_require_the_key(make_client: Any) -> None:
+    client = make_client(api_keys="metrics-key-123", metrics_require_key=True)
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"x-api-key": "metrics-key-123"}).status_code == 200
+
+
+def test_drift_monitor_reports_agreement(make_client: Any) -> None:
+    client = make_client(drift_sample_rate=1.0)
+    deadline = time.monotonic() + 20
+    samples: dict[Any, float] = {}
+    while time.monotonic() < deadline:  # the FP32 reference loads in the background
+        for seed in range(5):
+            assert _predict(client, seed).status_code == 200
+        samples = _samples(client)
+        if samples.get(("edge_drift_windows_total", ()), 0) >= 5:
+            break
+        time.sleep(0.2)
+    windows = samples[("edge_drift_windows_total", ())]
+    assert windows >= 5
+    assert samples[("edge_drift_argmax_agreements_total", ())] / windows >= 0.8
+    assert 0 <= samples[("edge_drift_worst_abs_diff", ())] <= 0.02
+
+
+def test_stale_window_is_rejected_and_counted(make_client: Any) -> None:
+    client = make_client(max_window_age_s=3600)
+    old = window_to_payload(market_windows(1)[0], start=datetime(2020, 1, 1, tzinfo=UTC))
+    response = client.post("/predict", content=json.dumps(old), headers=JSON)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "STALE_WINDOW" and body["details"][0]["loc"] == ["ohlcv_data", 59, "timestamp"]
+    fresh = window_to_payload(market_windows(1)[0], start=datetime.now(UTC) - timedelta(days=59, minutes=1))
+    assert client.post("/predict", content=json.dumps(fresh), headers=JSON).status_code == 200
+    assert _samples(client)[("edge_rejected_total", (("reason", "stale"),))] == 1
+
+
+def _versioned_dir(tmp_path: Path, committed: Path) -> Path:
+    root = tmp_path / "models"
+    for version in ("v1", "v2"):
+        shutil.copytree(committed, root / version)
+        manifest = json.loads((root / version / "manifest.json").read_text())
+        manifest["version"] = version
+        (root / version / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_reload_switches_version_atomically(make_client: Any, tmp_path: Path, committed_model_dir: Path) -> None:
+    root = _versioned_dir(tmp_path, committed_model_dir)
+    client = make_client(model_dir=root, model_version="v1", api_keys="admin-key-123")
+    auth = {"x-api-key": "admin-key-123"}
+    assert _predict(client, **auth).json()["model_version"] == "v1"
+    assert client.post("/admin/reload", content=b'{"version": "v2"}', headers={**JSON}).status_code == 401
+    response = client.post("/admin/reload", content=b'{"version": "v2"}', headers={**JSON, **auth})
+    assert response.status_code == 200, response.text
+    assert response.json()["previous_version"] == "v1" and response.json()["model_version"] == "v2"
+    assert _predict(client, **auth).json()["model_version"] == "v2"
+    assert client.get("/ready").json()["model_version"] == "v2"
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        pytest.param("corrupt", "does not match its manifest", id="corrupt-file"),
+        pytest.param("missing-version", "not found", id="missing-version"),
+    ],
+)
+def test_failed_reload_keeps_the_old_model(
+    make_client: Any, tmp_path: Path, committed_model_dir: Path, damage: str, match: str
+) -> None:
+    root = _versioned_dir(tmp_path, committed_model_dir)
+    target = "v2"
+    if damage == "corrupt":
+        path = root / "v2" / INT8_FILE
+        path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    else:
+        target = "v9"
+    client = make_client(model_dir=root, model_version="v1")
+    response = client.post("/admin/reload", content=json.dumps({"version": target}), headers=JSON)
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "RELOAD_FAILED" and match in body["error"] and "still serving version v1" in body["error"]
+    assert _predict(client).json()["model_version"] == "v1"
+    assert client.get("/ready").status_code == 200
+    assert _samples(client)[("edge_model_reloads_total", (("outcome", "failed"),))] == 1
+
+
+def test_reload_body_is_validated(make_client: Any) -> None:
+    response = make_client().post("/admin/reload", content=b'{"version": "../etc"}', headers=JSON)
+    assert response.status_code == 422
+    assert response.json()["details"][0]["loc"] == ["version"]
+
+
+def test_access_log_has_no_keys_or_payloads(make_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    client = make_client(api_keys="very-secret-key-1", access_log=True)
+    with caplog.at_level("INFO", logger="runtime.access"):
+        assert _predict(client, **{"x-api-key": "very-secret-key-1"}).status_code == 200
+    records = [r for r in caplog.records if r.name == "runtime.access"]
+    assert records and records[-1].__dict__["status"] == 200 and records[-1].__dict__["route"] == "/predict"
+    text = caplog.text + " ".join(str(r.__dict__) for r in records)
+    assert "very-secret-key-1" not in text and "ohlcv" not in text

@@ -1,0 +1,137 @@
+"""The real process: uvicorn + the committed model, driven over loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import market_windows, window_to_payload
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = "test-key-0123456789"
+
+BLOCK_TORCH = '''
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "onnx", "training"):
+            raise ImportError(f"{name} is blocked: the runtime must not import it")
+sys.meta_path.insert(0, _Block())
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _request(port: int, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+@contextmanager
+def server(tmp_path: Path, *args: str, block_torch: bool = False) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = _free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "EDGE_API_KEYS": KEY}
+    if block_torch:
+        (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)
+        env["PYTHONPATH"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "--port", str(port), *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}")
+            try:
+                if _request(port, "GET", "/ready", timeout=1)[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("server did not become ready in 30 s")
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def _predict_body(seed: int = 0) -> bytes:
+    return json.dumps(window_to_payload(market_windows(1, seed)[0], "BTC/USDT")).encode()
+
+
+AUTH = {"content-type": "application/json", "x-api-key": KEY}
+
+
+def test_serves_the_committed_model_without_torch(tmp_path: Path) -> None:
+    with server(tmp_path, block_torch=True) as (_, port):
+        status, body = _request(port, "POST", "/predict", _predict_body(), AUTH)
+        assert status == 200, body
+        assert body["prediction"]["signal"] in ("sell", "hold", "buy")
+        status, ready = _request(port, "GET", "/ready")
+        assert ready["precision"] == "int8" and ready["provider"] == "cpu"
+
+
+def test_malformed_requests_leave_the_server_ready(tmp_path: Path) -> None:
+    bad = [b"{", b"[]", b'{"symbol": "X", "ohlcv_data": [1e400]}', b"\x00" * 100, b'{"symbol":' * 5000]
+    with server(tmp_path) as (proc, port):
+        for raw in bad:
+            status, body = _request(port, "POST", "/predict", raw, AUTH)
+            assert 400 <= status < 500 and body["code"], (raw[:20], status, body)
+        status, _ = _request(port, "POST", "/predict", _predict_body(), {"content-type": "application/json"})
+        assert status == 401
+        assert _request(port, "GET", "/ready")[0] == 200
+        assert proc.poll() is None
+
+
+def test_sigterm_drains_accepted_requests_and_exits_cleanly(tmp_path: Path) -> None:
+    batch = json.dumps({"requests": [window_to_payload(w) for w in market_windows(100, seed=4)]},
+                       separators=(",", ":")).encode()
+    results: list[Any] = []
+    with server(tmp_path, "--graceful-timeout", "20") as (proc, port):
+
+        def client() -> None:
+            try:
+                results.append(_request(port, "POST", "/predict/batch", batch, AUTH)[0])
+            except OSError as e:  # connection refused after the listener closed: never accepted
+                results.append(type(e).__name__)
+
+        threads = [threading.Thread(target=client) for _ in range(12)]
+        for t in threads:
+            t.start()
+        time.sleep(0.15)
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(30)
+        code = proc.wait(30)
+    output = proc.stdout.read() if proc.stdout else ""
+    assert code in (0, -signal.SIGTERM, 128 + signal.SIGTERM), output
+    accepted = [r for r in results if isinstance(r, int)]
+    assert accepted and all(r in (200, 503) for r in accepted), results
+    assert 200 in accepted
+    refused = [r for r in results if not isinstance(r, int)]
+    assert all(r == "ConnectionRefusedError" for r in refused), results  # never a reset of accepted work
+    assert "Traceback" not in output

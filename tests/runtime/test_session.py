@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import market_windows
+
+from runtime.constants import FP32_FILE, INT8_FILE, MANIFEST_FILE
+from runtime.errors import ConfigurationError, ModelLoadError
+from runtime.session import Model, available_cpus, choose_provider, cpu_quota, threads_per_worker
+
+
+def test_loads_verifies_and_predicts(committed_model_dir: Path) -> None:
+    model = Model.load(committed_model_dir, precision="int8", intra_op_threads=1)
+    assert model.info.precision == "int8" and model.info.file == INT8_FILE
+    assert model.info.provider == "cpu"
+    probs = model.run(market_windows(7, seed=1))
+    assert probs.shape == (7, 3) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_auto_precision_is_int8_on_cpu(committed_model_dir: Path) -> None:
+    assert Model.load(committed_model_dir, intra_op_threads=1, warmup=False).info.precision == "int8"
+
+
+@pytest.mark.parametrize("name", [INT8_FILE, FP32_FILE])
+def test_corrupted_file_is_refused_naming_it(model_dir_copy: Path, name: str) -> None:
+    path = model_dir_copy / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    precision = "int8" if name == INT8_FILE else "fp32"
+    with pytest.raises(ModelLoadError, match=rf"{name}.*does not match its manifest"):
+        Model.load(model_dir_copy, precision=precision)
+
+
+def test_truncated_file_is_refused(model_dir_copy: Path) -> None:
+    path = model_dir_copy / INT8_FILE
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match=INT8_FILE):
+        Model.load(model_dir_copy, precision="int8")
+
+
+def test_missing_file_is_refused(model_dir_copy: Path) -> None:
+    (model_dir_copy / INT8_FILE).unlink()
+    with pytest.raises(ModelLoadError, match=rf"{INT8_FILE}.*cannot be read"):
+        Model.load(model_dir_copy, precision="int8")
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        pytest.param(None, "not found", id="missing"),
+        pytest.param("{not json", "cannot be read", id="broken-json"),
+        pytest.param('{"name": "signal_predictor"}', "no 'files' table", id="no-files"),
+        pytest.param('{"name": "other", "files": {}}', "is for model 'other'", id="wrong-model"),
+    ],
+)
+def test_bad_manifest_is_refused(model_dir_copy: Path, content: str | None, match: str) -> None:
+    manifest = model_dir_copy / MANIFEST_FILE
+    if content is None:
+        manifest.unlink()
+    else:
+        manifest.write_text(content)
+    with pytest.raises(ModelLoadError, match=match):
+        Model.load(model_dir_copy)
+
+
+def test_unlisted_file_is_refused(model_dir_copy: Path) -> None:
+    manifest = json.loads((model_dir_copy / MANIFEST_FILE).read_text())
+    del manifest["files"][INT8_FILE]
+    (model_dir_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match=rf"no sha256 for '{INT8_FILE}'"):
+        Model.load(model_dir_copy, precision="int8")
+
+
+def test_explicit_unavailable_provider_lists_the_available_ones() -> None:
+    with pytest.raises(ConfigurationError, match=r"'cuda'.*unavailable.*Available providers: CPUExecutionProvider"):
+        choose_provider("cuda", ["CPUExecutionProvider"], gpu_visible=False)
+
+
+@pytest.mark.parametrize(
+    ("available", "gpu", "expected"),
+    [
+        pytest.param(["CPUExecutionProvider"], True, "cpu", id="no-cuda-ep"),
+        pytest.param(["CUDAExecutionProvider", "CPUExecutionProvider"], False, "cpu", id="ep-but-no-gpu"),
+        pytest.param(["CUDAExecutionProvider", "CPUExecutionProvider"], True, "cuda", id="cuda"),
+    ],
+)
+def test_auto_provider(available: list[str], gpu: bool, expected: str) -> None:
+    assert choose_provider("auto", available, gpu) == expected
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        pytest.param({"cpu.max": "150000 100000\n"}, 1.5, id="v2-quota"),
+        pytest.param({"cpu.max": "max 100000\n"}, None, id="v2-unlimited"),
+        pytest.param({"cpu/cpu.cfs_quota_us": "200000", "cpu/cpu.cfs_period_us": "100000"}, 2.0, id="v1-quota"),
+        pytest.param({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None, id="v1-unlimited"),
+        pytest.param({}, None, id="no-cgroup"),
+    ],
+)
+def test_cpu_quota(tmp_path: Path, files: dict[str, str], expected: float | None) -> None:
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert cpu_quota(tmp_path) == expected
+
+
+def test_available_cpus_rounds_a_fractional_quota_up(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("50000 100000")
+    assert available_cpus(tmp_path) == 1
+
+
+@pytest.mark.parametrize(
+    ("configured", "workers", "cpus", "expected"),
+    [(0, 1, 2, 2), (0, 2, 2, 1), (0, 4, 2, 1), (0, 2, 8, 4), (3, 2, 2, 3)],
+)
+def test_threads_never_oversubscribe(configured: int, workers: int, cpus: int, expected: int) -> None:
+    assert threads_per_worker(configured, workers, cpus) == expected
+
+
+@pytest.mark.gpu
+def test_cuda_provider_matches_cpu(committed_model_dir: Path) -> None:
+    cpu = Model.load(committed_model_dir, precision="fp32", provider="cpu")
+    gpu = Model.load(committed_model_dir, precision="fp32", provider="cuda")
+    windows = market_windows(64, seed=2)
+    np.testing.assert_allclose(gpu.run(windows), cpu.run(windows), atol=1e-4)
