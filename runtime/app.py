@@ -36,17 +36,17 @@ from runtime.errors import (
     EdgeError,
     NotReady,
     Overloaded,
-    StaleWindow,
     PayloadTooLarge,
+    StaleWindow,
     Unauthorized,
     UnsupportedMediaType,
 )
+from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from runtime.metrics import Metrics
 from runtime.openapi import openapi_schema
 from runtime.preprocessing import requests_to_windows
 from runtime.risk import assess, window_features
 from runtime.schemas import BatchPredictionRequest, PredictionRequest, ReloadRequest
-from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from runtime.metrics import Metrics
 from runtime.session import Model, ModelInfo, threads_per_worker
 from runtime.settings import Settings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from runtime import __version__
@@ -73,7 +74,7 @@ def _get(summary: str, codes: dict[str, str]) -> dict[str, Any]:
 
 @functools.cache
 def openapi_schema() -> dict[str, Any]:
-    models = [PredictionRequest, BatchPredictionRequest, PredictionResponse, BatchPredictionResponse, ErrorResponse]
+    models: list[type[BaseModel]] = [PredictionRequest, BatchPredictionRequest, PredictionResponse, BatchPredictionResponse, ErrorResponse]
     _, defs = models_json_schema(
         [(m, "validation" if m.__name__.endswith("Request") else "serialization") for m in models],
         ref_template=_REF,

@@ -6,10 +6,11 @@ import logging
 import time
 from types import ModuleType
 
-from runtime.app import create_app
-from runtime.session import Model, load_manifest, threads_per_worker, verify_file
-from runtime.settings import Settings
 from starlette.applications import Starlette
+
+from runtime.app import create_app, default_model_loader
+from runtime.session import Model, load_manifest, verify_file
+from runtime.settings import Settings
 
 log = logging.getLogger("runtime")
 
@@ -50,25 +51,26 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
     started = time.perf_counter()
     if settings.workers == 1:
         # Load and warm before binding: a bad model fails here with a clear message and exit code 1.
-        model = Model.load(
-            settings.model_dir,
-            precision=settings.precision,
-            provider=settings.provider,
-            intra_op_threads=threads_per_worker(settings.intra_op_threads, 1),
-        )
+        model = default_model_loader(settings, settings.model_version)
         log.info("model warmed in %.3f s", time.perf_counter() - started)
-        app = create_app(settings, model_loader=lambda _: model)
+        preloaded = [model]
+
+        def loader(s: Settings, version: str | None) -> Model:
+            # The first call (start-up) takes the model warmed above; reloads read the disk again.
+            return preloaded.pop() if preloaded else default_model_loader(s, version)
+
+        app = create_app(settings, model_loader=loader)
         config = uvicorn.Config(app, **_uvicorn_kwargs(settings))
         uvicorn.Server(config).run()
         return 0
 
     # Verify once in the parent so a bad artifact stops start-up instead of crash-looping N workers.
-    manifest = load_manifest(settings.model_dir)
+    manifest = load_manifest(settings.model_path())
     from runtime.constants import FP32_FILE, INT8_FILE
 
     for name in (INT8_FILE, FP32_FILE):
         if name in manifest["files"]:
-            verify_file(settings.model_dir, manifest, name)
+            verify_file(settings.model_path(), manifest, name)
     from runtime.__main__ import export_to_environ
 
     export_to_environ(settings)
