@@ -21,11 +21,15 @@
 #   SMOKE_MAX_ADDED_MB   fail when the image adds more than this over the base, in MB of 10^6 bytes (default: 150;
 #                        0 disables the check)
 #   SMOKE_SKIP_BUILD     1 to reuse an existing SMOKE_IMAGE
+#   SMOKE_CONTEXT        build context (default: the repository; it must hold .dockerignore, pyproject.toml,
+#                        runtime/ and models/)
+#   SMOKE_SHARED         folder with make-base-image.sh and podman-run.sh (default: <repo>/../shared/containers)
 #   SMOKE_PYTHON         host python for the HTTP calls (default: python3)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-shared="$repo/../shared/containers"
+shared="${SMOKE_SHARED:-$repo/../shared/containers}"
+context="${SMOKE_CONTEXT:-$repo}"
 image="${SMOKE_IMAGE:-localhost/neuraltrade-edge:cpu}"
 base_image="${SMOKE_BASE_IMAGE:-python:3.11-slim}"
 ready_timeout="${SMOKE_READY_TIMEOUT:-90}"
@@ -112,7 +116,7 @@ if [[ "${SMOKE_SKIP_BUILD:-0}" != 1 ]]; then
     --build-arg "BASE_IMAGE=$base_image" \
     --build-arg "VCS_REF=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     --build-arg "BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-    "$repo" >"${TMPDIR:-/tmp}/$name.build.log" 2>&1 || { tail -40 "${TMPDIR:-/tmp}/$name.build.log" >&2; fail "build failed"; }
+    "$context" >"${TMPDIR:-/tmp}/$name.build.log" 2>&1 || { tail -40 "${TMPDIR:-/tmp}/$name.build.log" >&2; fail "build failed"; }
   log "build time: $(elapsed "$t0" "$(now)") s"
   rm -f "${TMPDIR:-/tmp}/$name.build.log"
 fi
@@ -136,7 +140,9 @@ fi
 url="http://127.0.0.1:$port"
 
 t_start=$(now)
-"${run[@]}" -d --name "$name" "${publish[@]}" -e "EDGE_API_KEYS=$api_key" -e EDGE_LOG_LEVEL=info "$image" >/dev/null
+# The same confinement as deploy/k8s/deployment.yaml: read-only root filesystem, no capabilities, no privilege gain.
+"${run[@]}" -d --name "$name" "${publish[@]}" --read-only --cap-drop ALL --security-opt no-new-privileges \
+  -e "EDGE_API_KEYS=$api_key" -e EDGE_LOG_LEVEL=info "$image" >/dev/null
 log "started $name on $url"
 
 # http METHOD PATH [API_KEY] [BODY_FILE] -> prints "STATUS BODY"; status 000 when the connection fails.
