@@ -1,0 +1,100 @@
+"""``python -m training train|parity``: the two commands of the training pipeline.
+
+The CLI is the one place that prints (a summary, or the parity JSON); the library logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from training.config import TrainingConfig
+from training.errors import TrainingError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch and step")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train, quantize, export, check parity, write report and manifest")
+    train.add_argument("--data", default=None, help="sp500 | nasdaq | both (default) | PATH.csv")
+    train.add_argument("--csv-timezone", default=None, help="IANA zone for naive CSV timestamps (e.g. UTC)")
+    train.add_argument("--out", type=Path, default=Path("models"), help="output directory (default: models/)")
+    train.add_argument("--version", dest="model_version", default=None, help="model version (default 1.0.0)")
+    for name, typ in (
+        ("epochs", int), ("seed", int), ("batch-size", int), ("lr", float), ("hidden-size", int),
+        ("patience", int), ("horizon", int), ("threshold-k", float), ("num-threads", int), ("latency-runs", int),
+    ):
+        train.add_argument(f"--{name}", type=typ, default=None, help=f"override TrainingConfig.{name.replace('-', '_')}")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    parity = sub.add_parser("parity", help="re-check a model directory: sha256 of every file, then parity")
+    parity.add_argument("--model-dir", type=Path, default=Path("models"))
+    parity.add_argument("--data", default=None, help="override the data recorded in the manifest")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> TrainingConfig:
+    overrides: dict[str, Any] = {
+        key: value
+        for key in ("data", "csv_timezone", "epochs", "seed", "batch_size", "lr", "hidden_size", "patience",
+                    "horizon", "threshold_k", "num_threads", "latency_runs")
+        if (value := getattr(args, key)) is not None
+    }
+    if args.no_progress:
+        overrides["progress"] = False
+    return TrainingConfig(**overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.pipeline import MODEL_VERSION, run_pipeline
+
+    config = _config(args)
+    result = run_pipeline(config, args.out, version=args.model_version or MODEL_VERSION)
+    m = result.manifest
+    fp32, int8 = m["metrics"]["test_torch_fp32"], m["metrics"]["test_onnx_int8"]
+    print(f"\nwrote {args.out}/ ({', '.join(m['files'])}, manifest.json)")
+    print(f"test accuracy {fp32['accuracy']:.4f} (ONNX INT8 {int8['accuracy']:.4f}), macro-F1 {fp32['macro_f1']:.4f}")
+    for name, b in m["metrics"]["baselines"].items():
+        print(f"  baseline {name}: accuracy {b['accuracy']:.4f}, macro-F1 {b['macro_f1']:.4f}")
+    for c in m["parity"]["checks"]:
+        print(f"  parity {c['name']}: {c['metric']}={c['value']:.3g} (limit {c['limit']:g}) "
+              f"{'ok' if c['passed'] else 'FAILED'}")
+    for t in (1, 2):
+        lat = m["latency"][f"threads_{t}"]
+        print(f"  latency batch 1, {t} thread(s): FP32 {lat['fp32']['median_ms']:.3f} ms, "
+              f"INT8 {lat['int8']['median_ms']:.3f} ms ({lat['int8_speedup']:.2f}x)")
+    print(f"training {m['training']['wall_seconds']:.0f} s, pipeline {m['pipeline_wall_seconds']:.0f} s")
+    print(m["summary"])
+    if not result.parity.passed:
+        print("PARITY FAILED", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parity(args: argparse.Namespace) -> int:
+    from training.pipeline import recheck
+
+    report = recheck(args.model_dir, args.data)
+    print(json.dumps(report, indent=2))
+    return 0 if report["passed"] else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return _train(args) if args.command == "train" else _parity(args)
+    except (TrainingError, ValidationError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,257 @@
+"""The whole pipeline: data → splits → train → evaluate → export → quantize → parity → latency → report/manifest,
+and the re-check of a committed model directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from runtime.constants import (
+    CLASSES,
+    FEATURES,
+    FP32_FILE,
+    INPUT_NAME,
+    INT8_FILE,
+    MODEL_NAME,
+    N_CLASSES,
+    N_FEATURES,
+    OUTPUT_NAME,
+    TORCH_FILE,
+    WINDOW_LENGTH,
+)
+from training.config import TrainingConfig
+from training.data import load_source
+from training.dataset import LabelSpec, Splits, make_splits
+from training.errors import ArtifactError
+from training.evaluate import baselines, calibration, classification_metrics
+from training.export import export_onnx
+from training.latency import compare_latency
+from training.manifest import file_entries, load_manifest, verify_files, write_manifest
+from training.model import SignalPredictor
+from training.parity import ParityReport, check_parity, make_session, run_onnx, run_torch
+from training.quantize import OnnxQuantSettings, quantize_onnx, quantize_torch
+from training.report import (
+    CONFUSION_PLOT,
+    LOSS_PLOT,
+    PLOT_FILES,
+    RELIABILITY_PLOT,
+    REPORT_FILE,
+    plot_confusion,
+    plot_loss_curves,
+    plot_reliability,
+    write_report,
+)
+from training.train import seed_everything, train_model
+
+logger = logging.getLogger(__name__)
+
+MODEL_VERSION: Final = "1.0.0"
+#: What ships: plain per-tensor QInt8 weights. See REPORT.md for the parity it reaches.
+QUANT_SETTINGS: Final = OnnxQuantSettings()
+
+
+@dataclass
+class PipelineResult:
+    manifest: dict[str, Any]
+    parity: ParityReport
+    out_dir: Path
+
+
+def load_splits(config: TrainingConfig, data: str | None = None) -> tuple[Splits, list[dict[str, Any]]]:
+    series = load_source(data or config.data, csv_timezone=config.csv_timezone)
+    splits = make_splits(
+        series, LabelSpec(config.horizon, config.threshold_k), config.train_fraction, config.val_fraction
+    )
+    return splits, [s.provenance for s in series]
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _summary_text(metrics: dict[str, Any], parity_passed: bool, latency: dict[str, Any]) -> str:
+    """One honest paragraph, derived from the numbers so it cannot overclaim."""
+    fp32 = metrics["test_torch_fp32"]
+    delta = metrics["best_model_vs_best_baseline"]
+    if delta["accuracy_delta"] > 0.03 and delta["macro_f1_delta"] > 0.03:
+        verdict = "beats the naive baselines on the test split by a modest margin"
+    elif delta["accuracy_delta"] < -0.03 and delta["macro_f1_delta"] < -0.03:
+        verdict = "does worse than at least one naive baseline on the test split"
+    else:
+        verdict = "is roughly level with naive baselines on the test split (within a few points)"
+    speed = ", ".join(
+        f"{latency[f'threads_{t}']['int8_speedup']:.2f}x at {t} thread(s)" for t in (1, 2)
+    )
+    met = all(latency[f"threads_{t}"]["target_met"] for t in (1, 2))
+    return (
+        f"The model {verdict}: accuracy {fp32['accuracy']:.3f}, macro-F1 {fp32['macro_f1']:.3f}, against "
+        f"best baseline accuracy {delta['best_baseline_accuracy']:.3f} and macro-F1 "
+        f"{delta['best_baseline_macro_f1']:.3f}. It is not evidence of a tradable edge. "
+        f"Parity checks {'all pass' if parity_passed else 'FAIL (see below)'}. INT8 single-window speed-up over "
+        f"FP32: {speed}; the 1.8x target is {'met' if met else 'not met at every thread count'}."
+    )
+
+
+def _best_baseline_delta(model: dict[str, Any], base: dict[str, dict[str, Any]]) -> dict[str, float]:
+    best_acc = max(v["accuracy"] for v in base.values())
+    best_f1 = max(v["macro_f1"] for v in base.values())
+    return {
+        "best_baseline_accuracy": best_acc,
+        "best_baseline_macro_f1": best_f1,
+        "accuracy_delta": model["accuracy"] - best_acc,
+        "macro_f1_delta": model["macro_f1"] - best_f1,
+    }
+
+
+def _quirks(provenance: list[dict[str, Any]]) -> str:
+    notes = []
+    for p in provenance:
+        if p.get("zero_volume_days"):
+            notes.append(f"{p['source']} has zero volume on {', '.join(p['zero_volume_days'])}")
+    notes.append("arch's `Adj Close` equals `Close` for these price indices and is not used")
+    return "; ".join(notes) + "."
+
+
+def run_pipeline(config: TrainingConfig, out_dir: Path, *, version: str = MODEL_VERSION) -> PipelineResult:
+    """Train and write every artifact to `out_dir`. Parity failures are recorded, not raised: check `.parity`."""
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits, provenance = load_splits(config)
+    split_summary = splits.summary()
+    logger.info("splits: %s", {k: v["windows"] for k, v in split_summary.items() if isinstance(v, dict)})
+
+    result = train_model(config, splits, out_dir / TORCH_FILE)
+    model = result.model
+    test = splits.test
+
+    torch_fp32_probs = run_torch(model, test.windows, 256)
+    fp32_metrics = classification_metrics(test.labels, torch_fp32_probs.argmax(axis=1))
+    fp32_metrics["support"] = len(test)
+    calib = calibration(test.labels, torch_fp32_probs)
+    base = baselines(splits.train, test)
+
+    fp32_path, int8_path = out_dir / FP32_FILE, out_dir / INT8_FILE
+    export_onnx(model, fp32_path, opset=config.opset, version=version)
+    int8_ops = quantize_onnx(fp32_path, int8_path, QUANT_SETTINGS)
+    seed_everything(config.seed, config.num_threads)
+    torch_int8 = quantize_torch(model)
+    parity = check_parity(model, torch_int8, fp32_path, int8_path, test.windows)
+
+    int8_probs = run_onnx(make_session(int8_path), test.windows, 1)
+    int8_metrics = classification_metrics(test.labels, int8_probs.argmax(axis=1))
+    int8_metrics["support"] = len(test)
+    latency = compare_latency(fp32_path, int8_path, test.windows[0], runs=config.latency_runs)
+
+    metrics = {
+        "test_torch_fp32": fp32_metrics,
+        "test_onnx_int8": int8_metrics,
+        "calibration": calib,
+        "baselines": base,
+        "best_model_vs_best_baseline": _best_baseline_delta(fp32_metrics, base),
+        "val_best_loss": result.best_val_loss,
+    }
+    plot_loss_curves(result.history, result.best_epoch, out_dir / LOSS_PLOT)
+    plot_confusion(fp32_metrics["confusion_matrix"], "Test split, torch FP32", out_dir / CONFUSION_PLOT)
+    plot_reliability(calib, out_dir / RELIABILITY_PLOT)
+
+    manifest: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "version": version,
+        "created": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "files": {},
+        "inputs": [{"name": INPUT_NAME, "shape": ["batch", WINDOW_LENGTH, N_FEATURES], "dtype": "float32"}],
+        "outputs": [{"name": OUTPUT_NAME, "shape": ["batch", N_CLASSES], "dtype": "float32"}],
+        "classes": list(CLASSES),
+        "features": list(FEATURES),
+        "window_length": WINDOW_LENGTH,
+        "preprocessing": (
+            "inside the graph: log(price / last close) for open, high, low, close; "
+            "log1p(volume / max(mean window volume, 1e-12)); then BatchNorm (train statistics). "
+            "Send raw candles, oldest first."
+        ),
+        "opset": config.opset,
+        "architecture": model.architecture(),
+        "training": {
+            "config": config.model_dump(),
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "wall_seconds": round(result.wall_seconds, 1),
+            "class_weights": result.class_weights,
+            "history": result.history,
+        },
+        "labels": {
+            "horizon": config.horizon,
+            "threshold_k": config.threshold_k,
+            "rule": "r = log(close[t+h]/close[t]); thr = k * std(window daily log returns) * sqrt(h); "
+            "buy if r > thr, sell if r < -thr, else hold",
+        },
+        "data": {"spec": config.data, "series": provenance, "splits": split_summary, "quirks": _quirks(provenance)},
+        "quantization": {
+            "torch_reference": "torch.ao.quantization.quantize_dynamic({LSTM, Linear}, qint8), fbgemm engine",
+            "onnx": QUANT_SETTINGS.as_dict(),
+            "int8_op_counts": int8_ops,
+        },
+        "metrics": metrics,
+        "parity": parity.as_dict(),
+        "latency": latency,
+        "environment": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "versions": _versions(),
+    }
+    manifest["summary"] = _summary_text(metrics, parity.passed, latency)
+    # The report renders from the manifest; sizes of the model files are known before the report exists.
+    manifest["files"] = file_entries(out_dir, [TORCH_FILE, FP32_FILE, INT8_FILE])
+    write_report(out_dir / REPORT_FILE, manifest)
+    manifest["files"] = file_entries(out_dir, [TORCH_FILE, FP32_FILE, INT8_FILE, REPORT_FILE, *PLOT_FILES])
+    manifest["pipeline_wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_manifest(out_dir, manifest)
+    return PipelineResult(manifest=manifest, parity=parity, out_dir=out_dir)
+
+
+def recheck(model_dir: Path, data: str | None = None) -> dict[str, Any]:
+    """Re-verify a model directory: file hashes, then parity of its artifacts on the real test split.
+
+    The test split is rebuilt from the manifest's own training config (labels, fractions, data unless `data`
+    overrides it), so the check needs nothing but the directory. Returns a JSON-able report with ``passed``.
+    """
+    manifest = load_manifest(model_dir)
+    hashes = verify_files(model_dir, manifest)
+    report: dict[str, Any] = {"model_dir": str(model_dir), "version": manifest.get("version"), "files": hashes}
+    missing = [n for n in (TORCH_FILE, FP32_FILE, INT8_FILE) if n not in manifest.get("files", {})]
+    if missing:
+        raise ArtifactError(f"{model_dir}/manifest.json lists no {missing}")
+    config = TrainingConfig.model_validate({**manifest["training"]["config"], "progress": False})
+    splits, _ = load_splits(config, data)
+    model = SignalPredictor(**manifest["architecture"])
+    model.load_state_dict(torch.load(model_dir / TORCH_FILE, weights_only=True))
+    model.eval()
+    seed_everything(config.seed, config.num_threads)
+    parity = check_parity(
+        model, quantize_torch(model), model_dir / FP32_FILE, model_dir / INT8_FILE, splits.test.windows
+    )
+    report["data"] = data or config.data
+    report["parity"] = parity.as_dict()
+    report["passed"] = parity.passed and all(v == "ok" for v in hashes.values())
+    return report
+
+
+def python_command() -> str:
+    return Path(sys.executable).name
