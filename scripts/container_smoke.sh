@@ -84,7 +84,7 @@ if [[ "$engine" == podman ]]; then
 elif [[ "$engine" == docker ]]; then
   ctr=(docker)
   run=(docker run)
-  build=(docker build --network host)
+  build=(docker build)
   host_network=0
 else
   fail "SMOKE_ENGINE must be docker or podman, got '$engine'"
