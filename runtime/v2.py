@@ -29,16 +29,17 @@ service has keys.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -47,12 +48,15 @@ from runtime import __version__
 from runtime.constants import INPUT_NAME, MODEL_NAME, N_CLASSES, N_FEATURES, OUTPUT_NAME, WINDOW_LENGTH
 from runtime.errors import (
     BadRequest,
+    DeadlineExceeded,
     EdgeError,
     InferenceFailed,
     NotReady,
+    Overloaded,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from runtime.session import ModelInfo
 from runtime.types import Float32Array
 
 if TYPE_CHECKING:  # runtime.app mounts these routes; importing it at run time would be a cycle
@@ -88,10 +92,17 @@ class _Parameters(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+def _null_is_empty(value: object) -> object:
+    # Some clients write "parameters": null for "no parameters"; treat it as the empty object it means.
+    return {} if value is None else value
+
+
+_P = TypeVar("_P", bound=_Parameters)
+Params = Annotated[_P, BeforeValidator(_null_is_empty)]
+
+
 class InputParameters(_Parameters):
-    binary_data_size: StrictInt | None = Field(
-        default=None, ge=0, description="Bytes of this input after the header."
-    )
+    binary_data_size: StrictInt | None = Field(default=None, ge=0, description="Bytes of this input after the header.")
     shared_memory_region: str | None = None
 
 
@@ -101,7 +112,7 @@ class InputTensor(BaseModel):
     name: str
     shape: list[StrictInt]
     datatype: str
-    parameters: InputParameters = InputParameters()
+    parameters: Params[InputParameters] = InputParameters()
     data: Any = None  # flat or nested numbers; converted by numpy, not pydantic, to keep large bodies fast
 
 
@@ -115,14 +126,12 @@ class RequestedOutput(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     name: str
-    parameters: OutputParameters = OutputParameters()
+    parameters: Params[OutputParameters] = OutputParameters()
 
 
 class RequestParameters(_Parameters):
     binary_data_output: StrictBool = False
-    timeout: StrictInt | None = Field(
-        default=None, gt=0, description="Triton's request timeout, microseconds."
-    )
+    timeout: StrictInt | None = Field(default=None, gt=0, description="Triton's request timeout, microseconds.")
 
 
 class InferenceRequest(BaseModel):
@@ -131,7 +140,7 @@ class InferenceRequest(BaseModel):
     id: str | None = None
     inputs: list[InputTensor]
     outputs: list[RequestedOutput] | None = None
-    parameters: RequestParameters = RequestParameters()
+    parameters: Params[RequestParameters] = RequestParameters()
 
 
 # -- responses -----------------------------------------------------------------------------------------------
@@ -177,9 +186,7 @@ def _served_version(request: Request) -> tuple[Service, str]:
     version = service.model.info.version
     asked = request.path_params.get("version")
     if asked is not None and asked != version:
-        raise ModelNotFound(
-            f"model '{MODEL_NAME}' has no version '{asked[:100]}'; the served version is '{version}'"
-        )
+        raise ModelNotFound(f"model '{MODEL_NAME}' has no version '{asked[:100]}'; the served version is '{version}'")
     return service, version
 
 
@@ -187,12 +194,17 @@ def _ready(service: Service) -> bool:
     return service.ready and service.model is not None and service.batcher is not None
 
 
+def _is_byte_count(value: str) -> bool:
+    # str.isdigit() alone accepts characters int() rejects, such as the latin-1 superscript '²'.
+    return value.isascii() and value.isdigit()
+
+
 # -- body ----------------------------------------------------------------------------------------------------
 async def _read_body(request: Request, limit: int) -> bytes:
     """The (decompressed) body, refusing more than `limit` bytes before or after decompression."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not _is_byte_count(declared):
             raise BadRequest(f"Content-Length '{declared[:32]}' is not a number")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -218,9 +230,7 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     elif encoding == "deflate":
         wbits = zlib.MAX_WBITS
     else:
-        raise UnsupportedMediaType(
-            f"Content-Encoding '{encoding[:32]}' is not supported; use gzip, deflate or none"
-        )
+        raise UnsupportedMediaType(f"Content-Encoding '{encoding[:32]}' is not supported; use gzip, deflate or none")
     decoder = zlib.decompressobj(wbits)
     try:
         out = decoder.decompress(body, limit + 1)
@@ -237,7 +247,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """(JSON header, binary tail) per the binary tensor extension; without the header the body is all JSON."""
     if header_length is None:
         return body, b""
-    if not header_length.strip().isdigit():
+    if not _is_byte_count(header_length.strip()):
         raise BadRequest(f"Inference-Header-Content-Length '{header_length[:32]}' is not a number of bytes")
     n = int(header_length)
     if not 0 < n <= len(body):
@@ -254,22 +264,28 @@ def _parse_header(raw: bytes) -> InferenceRequest:
         errors = e.errors(include_url=False, include_input=False, include_context=False)
         if any(err["type"] == "json_invalid" for err in errors):
             raise BadRequest(f"request JSON header is not valid JSON: {errors[0]['msg']}") from e
-        shown = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in errors[:5])
+        shown = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise BadRequest(f"invalid inference request: {shown}{more}") from e
+
+
+_KINDS: Final = {"b": "booleans", "U": "strings", "O": "nulls, objects or integers beyond 64 bits"}
+
+
+def _names(names: Iterable[str]) -> list[str]:
+    """Tensor names for an error message, bounded: they come from the client."""
+    return [n[:64] for n in itertools.islice(names, 8)]
 
 
 # -- validation against the model ----------------------------------------------------------------------------
 def _windows(req: InferenceRequest, tail: bytes, max_windows: int) -> Float32Array:
     """The request's input as float32 (n, 60, 5), or `BadRequest` naming the first thing that does not fit."""
-    names = [t.name for t in req.inputs]
+    names = _names(t.name for t in req.inputs)
     if names != [INPUT_NAME]:
         raise BadRequest(f"inputs {names} do not match the model's inputs ['{INPUT_NAME}']")
     tensor = req.inputs[0]
     if tensor.datatype != DATATYPE:
-        raise BadRequest(
-            f"input '{INPUT_NAME}' has datatype '{tensor.datatype[:32]}'; the model takes '{DATATYPE}'"
-        )
+        raise BadRequest(f"input '{INPUT_NAME}' has datatype '{tensor.datatype[:32]}'; the model takes '{DATATYPE}'")
     shape = tensor.shape
     if len(shape) != 3 or shape[1:] != [WINDOW_LENGTH, N_FEATURES] or not 1 <= shape[0] <= max_windows:
         raise BadRequest(
@@ -297,9 +313,7 @@ def _windows(req: InferenceRequest, tail: bytes, max_windows: int) -> Float32Arr
         windows = np.frombuffer(tail, dtype=_FP32_LE, count=numel).astype(np.float32).reshape(shape)
     else:
         if tail:
-            raise BadRequest(
-                f"{len(tail)} bytes follow the JSON header but no input declares binary_data_size"
-            )
+            raise BadRequest(f"{len(tail)} bytes follow the JSON header but no input declares binary_data_size")
         if tensor.data is None:
             raise BadRequest(f"input '{INPUT_NAME}' has neither 'data' nor parameters.binary_data_size")
         windows = _from_json_data(tensor.data, shape, numel)
@@ -314,9 +328,8 @@ def _from_json_data(data: Any, shape: list[int], numel: int) -> Float32Array:
     except (ValueError, TypeError, OverflowError) as e:
         raise BadRequest(f"input '{INPUT_NAME}' data is not a regular array of numbers: {e}") from e
     if arr.dtype.kind not in "iuf":
-        raise BadRequest(
-            f"input '{INPUT_NAME}' data must hold only numbers (found {arr.dtype.kind!r} values)"
-        )
+        found = _KINDS.get(arr.dtype.kind, f"'{arr.dtype}' values")
+        raise BadRequest(f"input '{INPUT_NAME}' data must hold only numbers, found {found}")
     if arr.size != numel:
         raise BadRequest(f"input '{INPUT_NAME}' data has {arr.size} values; shape {shape} needs {numel}")
     with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported by _check_values
@@ -341,9 +354,9 @@ def _binary_outputs(req: InferenceRequest) -> bool:
     default = req.parameters.binary_data_output
     if not req.outputs:
         return default
-    names = [o.name for o in req.outputs]
+    names = _names(o.name for o in req.outputs)
     if names != [OUTPUT_NAME]:
-        raise BadRequest(f"requested outputs {names[:8]} do not match the model's outputs ['{OUTPUT_NAME}']")
+        raise BadRequest(f"requested outputs {names} do not match the model's outputs ['{OUTPUT_NAME}']")
     params = req.outputs[0].parameters
     if params.classification is not None:
         raise BadRequest("the classification extension is not supported; request the probabilities tensor")
@@ -402,20 +415,39 @@ async def infer(request: Request) -> Response:
     service, version = _served_version(request)
     if not _ready(service):
         raise NotReady("model is not ready" if not service.draining else "server is shutting down")
-    assert service.batcher is not None
+    batcher = service.batcher
+    assert batcher is not None
+    if batcher.queued_windows >= batcher.max_queue:
+        # Shed before reading and parsing the body, as /predict does: under overload that work is unaffordable.
+        service.metrics.rejected.labels("overloaded").inc()
+        raise Overloaded(f"admission queue full ({batcher.max_queue} windows queued); retry shortly")
     _authorize(request, service)
     body = await _read_body(request, service.settings.max_body_bytes)
     header, tail = _split_body(body, request.headers.get(HEADER_LENGTH))
     req = _parse_header(header)
     # A request wider than the admission queue could never be admitted: that is the client's error, not a 503.
-    windows = _windows(req, tail, min(MAX_INFER_WINDOWS, service.batcher.max_queue))
+    windows = _windows(req, tail, min(MAX_INFER_WINDOWS, batcher.max_queue))
     binary = _binary_outputs(req)
     deadline = _deadline(request, req)
 
-    result = await service.batcher.submit(windows, deadline=deadline)
+    try:
+        result = await batcher.submit(windows, deadline=deadline)
+    except Overloaded:
+        service.metrics.rejected.labels("overloaded").inc()
+        raise
+    except DeadlineExceeded:
+        service.metrics.rejected.labels("deadline").inc()
+        raise
     probs = result.probabilities  # (n, 3)
     if not np.isfinite(probs).all():
         raise InferenceFailed("the model produced non-finite probabilities for this input")
+    # After a hot reload the batch may have run on a newer model than the one the path was checked against:
+    # report the version that computed these probabilities.
+    info = result.tag if isinstance(result.tag, ModelInfo) else None
+    if info is not None:
+        version = info.version
+        if service.drift is not None and info.precision == "int8":
+            service.drift.offer(windows, probs)  # v2 traffic is live traffic for the quantization drift monitor
 
     output: dict[str, Any] = {"name": OUTPUT_NAME, "datatype": DATATYPE, "shape": list(probs.shape)}
     payload: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": version}
