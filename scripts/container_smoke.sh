@@ -94,7 +94,7 @@ log "engine: $engine"
 # ---- cleanup ------------------------------------------------------------------------------------------------------
 cleanup() {
   local rc=$?
-  rm -f "$payload"
+  rm -f "$payload" "${TMPDIR:-/tmp}/$name.drain"
   if "${ctr[@]}" container exists "$name" >/dev/null 2>&1 || "${ctr[@]}" inspect "$name" >/dev/null 2>&1; then
     if [[ $rc -ne 0 ]]; then
       log "container logs (last 60 lines):"
@@ -209,7 +209,6 @@ read -r code body <<<"$(http POST "$url/predict" "" "$payload")"
 read -r code body <<<"$(http POST "$url/predict" "wrong-$api_key" "$payload")"
 [[ "$code" == 401 ]] || fail "/predict with a wrong key: expected 401, got $code $body"
 log "/predict without key / wrong key: 401"
-rm -f "$payload"
 
 # ---- inside the container -----------------------------------------------------------------------------------------
 uid=$("${ctr[@]}" exec "$name" id -u)
@@ -228,21 +227,55 @@ if [[ "$hc" == null || -z "$hc" ]]; then fail "the image has no HEALTHCHECK (bui
 log "healthcheck command: ok"
 
 # ---- SIGTERM ------------------------------------------------------------------------------------------------------
-# `stop` sends the image's STOPSIGNAL (SIGTERM), then SIGKILL after the timeout. While it drains, /ready should
-# answer 503 (or the listener is already closed); a SIGKILL shows as exit code 137.
+# `stop` sends the image's STOPSIGNAL (SIGTERM), then SIGKILL after the timeout (exit code 137). Clients keep calling
+# /predict and /ready while it drains: a request the server accepted must get a real answer (200, or 503 once it is
+# draining), never a 500. Refused or reset connections are counted, not failed: in Kubernetes the preStop sleep
+# takes the pod out of the Service before SIGTERM, so no new connections arrive then.
+drain_report="${TMPDIR:-/tmp}/$name.drain"
+"$py" - "$url" "$api_key" "$payload" "$((stop_timeout + 5))" >"$drain_report" <<'PY' &
+import json, sys, threading, time, urllib.error, urllib.request
+url, key, payload, limit = sys.argv[1], sys.argv[2], open(sys.argv[3], "rb").read(), float(sys.argv[4])
+counts, lock, stop_at = {}, threading.Lock(), time.monotonic() + limit
+def note(k):
+    with lock:
+        counts[k] = counts.get(k, 0) + 1
+def client(path):
+    refused = 0
+    while time.monotonic() < stop_at and refused < 5:
+        req = urllib.request.Request(url + path, data=payload if path == "/predict" else None,
+                                     headers={"X-API-Key": key, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                note(f"{path} {r.status}")
+        except urllib.error.HTTPError as e:
+            note(f"{path} {e.code}")
+        except (ConnectionRefusedError, urllib.error.URLError) as e:
+            reason = getattr(e, "reason", e)
+            is_refused = isinstance(reason, ConnectionRefusedError)
+            refused += is_refused
+            note(f"{path} {'refused' if is_refused else type(reason).__name__}")
+            time.sleep(0.05)
+        except Exception as e:  # reset or closed mid-request
+            note(f"{path} {type(e).__name__}")
+threads = [threading.Thread(target=client, args=(p,)) for p in ["/predict"] * 4 + ["/ready"]]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(counts, sort_keys=True))
+PY
+load=$!
+sleep 1  # let the clients get going
 t_stop=$(now)
-"${ctr[@]}" stop -t "$stop_timeout" "$name" >/dev/null 2>&1 &
-stopper=$!
-saw_draining=no
-while kill -0 "$stopper" 2>/dev/null; do
-  read -r code _ <<<"$(http GET "$url/ready")"
-  [[ "$code" == 503 ]] && saw_draining=yes
-  sleep 0.1
-done
-wait "$stopper" || fail "'$engine stop' failed"
+"${ctr[@]}" stop -t "$stop_timeout" "$name" >/dev/null || fail "'$engine stop' failed"
+stop_s=$(elapsed "$t_stop" "$(now)")
+wait "$load" || true
 exit_code=$("${ctr[@]}" inspect "$name" --format '{{.State.ExitCode}}')
-log "stop (SIGTERM) to exit: $(elapsed "$t_stop" "$(now)") s, exit code $exit_code, /ready 503 seen while draining: $saw_draining"
+log "stop (SIGTERM) to exit: $stop_s s, exit code $exit_code"
+log "requests around the stop: $(cat "$drain_report")"
 [[ "$exit_code" == 0 ]] || fail "the service did not exit cleanly on SIGTERM (exit code $exit_code)"
+if grep -Eq '"/predict (5(0[0-24-9]|[1-9][0-9])|4[0-9][0-9])"' "$drain_report"; then
+  fail "a request accepted during shutdown got an error answer (see counts above)"
+fi
+rm -f "$drain_report"
 
 "${ctr[@]}" rm -f "$name" >/dev/null
 log "PASS"
