@@ -15,7 +15,7 @@ size in ``parameters.binary_data_size``. Outputs come back binary when an output
 ``tritonclient.http`` sends when no outputs are named); the response then carries the same header.
 
 Everything is checked against the model before anything is queued. The ONNX graph normalises the window
-itself (log of prices relative to the last close, volume relative to the window), so raw values go in as-is;
+itself (log of prices over the last close, log1p of volume over the window's mean), so raw values go in as-is;
 beyond shape and dtype we only require what that normalisation needs to stay finite and what /predict
 enforces per candle: every value finite in float32, prices (open, high, low, close) > 0, volume >= 0. Unlike
 /predict there are no OHLC range cross-checks: this is a tensor API and the caller owns candle validity.
@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import logging
 import math
 import time
 import zlib
@@ -61,8 +60,6 @@ from runtime.types import Float32Array
 
 if TYPE_CHECKING:  # runtime.app mounts these routes; importing it at run time would be a cycle
     from runtime.app import Service
-
-log = logging.getLogger(__name__)
 
 SERVER_NAME: Final = "neuraltrade-edge"
 PLATFORM: Final = "onnxruntime_onnx"
