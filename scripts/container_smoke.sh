@@ -94,7 +94,7 @@ log "engine: $engine"
 # ---- cleanup ------------------------------------------------------------------------------------------------------
 cleanup() {
   local rc=$?
-  rm -f "$payload" "${TMPDIR:-/tmp}/$name.drain"
+  rm -f "$payload" "$payload.v2" "${TMPDIR:-/tmp}/$name.drain"
   if "${ctr[@]}" container exists "$name" >/dev/null 2>&1 || "${ctr[@]}" inspect "$name" >/dev/null 2>&1; then
     if [[ $rc -ne 0 ]]; then
       log "container logs (last 60 lines):"
@@ -197,6 +197,10 @@ for i in range(60):
     })
     price = c
 json.dump({"symbol": "BTC/USDT", "ohlcv_data": candles}, open(sys.argv[1], "w"))
+# The same window as an Open Inference Protocol (v2) request: FP32 [1, 60, 5], features in runtime order.
+data = [c[f] for c in candles for f in ("open", "high", "low", "close", "volume")]
+tensor = {"name": "ohlcv_sequence", "datatype": "FP32", "shape": [1, 60, 5], "data": data}
+json.dump({"inputs": [tensor]}, open(sys.argv[1] + ".v2", "w"))
 PY
 
 read -r code body <<<"$(http POST "$url/predict" "$api_key" "$payload")"
@@ -209,6 +213,19 @@ read -r code body <<<"$(http POST "$url/predict" "" "$payload")"
 read -r code body <<<"$(http POST "$url/predict" "wrong-$api_key" "$payload")"
 [[ "$code" == 401 ]] || fail "/predict with a wrong key: expected 401, got $code $body"
 log "/predict without key / wrong key: 401"
+
+# The v2 (KServe) data plane, once the runtime serves it: same key, same model.
+read -r code body <<<"$(http POST "$url/v2/models/signal_predictor/infer" "$api_key" "$payload.v2")"
+if [[ "$code" == 404 ]]; then
+  log "v2 infer: not served by this runtime (404), skipped"
+else
+  [[ "$code" == 200 && "$body" == *'"outputs"'* ]] || fail "v2 infer with key: expected 200 with outputs, got $code $body"
+  read -r code _ <<<"$(http POST "$url/v2/models/signal_predictor/infer" "" "$payload.v2")"
+  [[ "$code" == 401 ]] || fail "v2 infer without key: expected 401, got $code"
+  read -r code _ <<<"$(http GET "$url/v2/health/ready")"
+  [[ "$code" == 200 ]] || fail "/v2/health/ready (the KServe readiness probe, no key): expected 200, got $code"
+  log "v2 infer: 200 with key, 401 without; /v2/health/ready: 200"
+fi
 
 # ---- inside the container -----------------------------------------------------------------------------------------
 uid=$("${ctr[@]}" exec "$name" id -u)
