@@ -556,6 +556,8 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
             if service.drift is not None:
                 service.drift.stop()
 
+    from runtime import v2  # v2 handlers reuse this module's auth; imported here to keep imports one-way
+
     routes = [
         Route("/predict", predict, methods=["POST"]),
         Route("/predict/batch", predict_batch, methods=["POST"]),
@@ -564,6 +566,7 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
         Route("/metrics", metrics, methods=["GET"]),
         Route("/admin/reload", admin_reload, methods=["POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *v2.routes,
     ]
     app = Starlette(
         routes=routes,
