@@ -45,9 +45,7 @@ class Target:
     def line(self) -> str:
         value = "—" if self.value is None else f"{self.value:.3g}{self.unit}"
         note = f"  ({self.note})" if self.note else ""
-        return (
-            f"[{self.status:4}] {self.name}: {value} (target {self.op} {self.threshold:g}{self.unit}){note}"
-        )
+        return f"[{self.status:4}] {self.name}: {value} (target {self.op} {self.threshold:g}{self.unit}){note}"
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -180,8 +178,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         lines += ["> **QUICK RUN** (short points, one round): smoke figures, noisy; not for quoting.", ""]
     lines += [
         f"- When: {meta['started_utc']} (took {meta['elapsed_s']:.0f} s); git `{meta['git_commit']}`",
-        f"- Machine: {meta['cpu_model']}, {meta['cpus']} CPUs available; "
-        f"load average at start {meta['loadavg']}",
+        f"- Machine: {meta['cpu_model']}, {meta['cpus']} CPUs available; load average at start {meta['loadavg']}",
         f"- Load: wrk -t{meta['wrk_threads']}, {meta['duration_s']:g} s per point "
         f"after {meta['warmup_s']:g} s warm-up, "
         f"{meta['rounds']} round(s), configurations in rotating alternation per connection level; "
@@ -196,9 +193,7 @@ def markdown(results: Mapping[str, Any]) -> str:
     for t in results["targets"]:
         value = "—" if t["value"] is None else f"{t['value']:.3g}{t['unit']}"
         note = f" — {t['note']}" if t["note"] else ""
-        lines.append(
-            f"| {t['name']} | {value} | {t['op']} {t['threshold']:g}{t['unit']} | **{t['status']}**{note} |"
-        )
+        lines.append(f"| {t['name']} | {value} | {t['op']} {t['threshold']:g}{t['unit']} | **{t['status']}**{note} |")
     for name, targets in results.get("other_targets", {}).items():
         lines += [
             "",
@@ -210,9 +205,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         for t in targets:
             value = "—" if t["value"] is None else f"{t['value']:.3g}{t['unit']}"
             note = f" — {t['note']}" if t["note"] else ""
-            lines.append(
-                f"| {t['name']} | {value} | {t['op']} {t['threshold']:g}{t['unit']} | {t['status']}{note} |"
-            )
+            lines.append(f"| {t['name']} | {value} | {t['op']} {t['threshold']:g}{t['unit']} | {t['status']}{note} |")
 
     lines += [
         "",
@@ -238,16 +231,13 @@ def markdown(results: Mapping[str, Any]) -> str:
     if floor:
         lines += [
             "",
-            f"## Floor: bare onnxruntime `session.run` in-process "
-            f"({floor['intra_op_threads']} intra-op thread(s))",
+            f"## Floor: bare onnxruntime `session.run` in-process ({floor['intra_op_threads']} intra-op thread(s))",
             "",
             "| precision | batch | p50 ms | p99 ms | runs |",
             "|---|---:|---:|---:|---:|",
         ]
         for p in floor["points"].values():
-            lines.append(
-                f"| {p['precision']} | {p['batch']} | {_f(p['p50_ms'])} | {_f(p['p99_ms'])} | {p['runs']} |"
-            )
+            lines.append(f"| {p['precision']} | {p['batch']} | {_f(p['p50_ms'])} | {_f(p['p99_ms'])} | {p['runs']} |")
 
     lines += [
         "",
@@ -266,8 +256,7 @@ def markdown(results: Mapping[str, Any]) -> str:
             else f"{cs['median_s']:.3f} ({', '.join(f'{x:.2f}' for x in cs['runs_s'])})"
         )
         lines.append(
-            f"| {name} | {cs_txt} | {_f(mem.get('peak_rss_mb'))} | {_f(mem.get('hwm_mb'))} "
-            f"| {_f(mem.get('pss_mb'))} |"
+            f"| {name} | {cs_txt} | {_f(mem.get('peak_rss_mb'))} | {_f(mem.get('hwm_mb'))} | {_f(mem.get('pss_mb'))} |"
         )
 
     lines += [
@@ -279,8 +268,7 @@ def markdown(results: Mapping[str, Any]) -> str:
     ]
     for name, v in results.get("verification", {}).items():
         lines.append(
-            f"| {name} | {'yes' if v['ok'] else '**NO**'} | {_f(v.get('max_abs_dp'))} "
-            f"| {v.get('detail', '')} |"
+            f"| {name} | {'yes' if v['ok'] else '**NO**'} | {_f(v.get('max_abs_dp'))} | {v.get('detail', '')} |"
         )
     notes = results.get("notes", [])
     if notes:
@@ -321,9 +309,7 @@ def plot(
         (line,) = ax.plot(xs, ys, marker="o", label=name)
         for (conns, p), x, y in zip(pts, xs, ys, strict=True):
             label = f"{conns}c" + ("" if p["ok"] else " ERR")
-            ax.annotate(
-                label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=line.get_color()
-            )
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=line.get_color())
             if not p["ok"]:
                 ax.plot([x], [y], marker="x", color="red", markersize=10)
     for key, style in (("int8@1", ":"), ("fp32@1", "--")):

@@ -57,21 +57,11 @@ VERIFY_ATOL = 1e-3
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--quick", action="store_true", help="smoke run: 3 s per point, 1 round, 1 cold start (noisy)"
-    )
-    p.add_argument(
-        "--duration", type=float, default=None, help="seconds of measured load per point (default 10)"
-    )
-    p.add_argument(
-        "--warmup", type=float, default=None, help="seconds of warm-up load before each point (default 2)"
-    )
-    p.add_argument(
-        "--rounds", type=int, default=None, help="alternation rounds; medians are reported (default 3)"
-    )
-    p.add_argument(
-        "--connections", default="1,8,64", help="comma-separated wrk connection levels (default 1,8,64)"
-    )
+    p.add_argument("--quick", action="store_true", help="smoke run: 3 s per point, 1 round, 1 cold start (noisy)")
+    p.add_argument("--duration", type=float, default=None, help="seconds of measured load per point (default 10)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up load before each point (default 2)")
+    p.add_argument("--rounds", type=int, default=None, help="alternation rounds; medians are reported (default 3)")
+    p.add_argument("--connections", default="1,8,64", help="comma-separated wrk connection levels (default 1,8,64)")
     p.add_argument(
         "--workers",
         type=int,
@@ -275,9 +265,7 @@ def verify(server: Server, body: bytes, expected: dict[str, list[float]], api_ke
     ref = expected.get(precision)
     max_dp = max(abs(a - b) for a, b in zip(probs, ref, strict=True)) if ref else None
     if max_dp is not None and max_dp > VERIFY_ATOL:
-        problems.append(
-            f"probabilities {probs} differ from bare ORT {precision.upper()} {ref} by {max_dp:.2e}"
-        )
+        problems.append(f"probabilities {probs} differ from bare ORT {precision.upper()} {ref} by {max_dp:.2e}")
     return {
         "ok": not problems,
         "status": status,
@@ -304,9 +292,7 @@ def load_rounds(
                 if name in dead:
                     continue
                 if server.proc is None or server.proc.poll() is not None:
-                    log.error(
-                        "%s has exited; it is not measured further. Log tail:\n%s", name, server.log_tail()
-                    )
+                    log.error("%s has exited; it is not measured further. Log tail:\n%s", name, server.log_tail())
                     dead.add(name)
                     continue
                 url = f"{server.base_url}/predict"
@@ -316,27 +302,36 @@ def load_rounds(
                     "api_key": args.api_key,
                     "threads": args.wrk_threads,
                 }
-                warm = wrk.run(url, duration_s=args.warmup, **common)
+                try:
+                    warm = wrk.run(url, duration_s=args.warmup, **common)
+                except wrk.WrkError as e:
+                    log.error("%s: wrk failed (%s); it is not measured further", name, e)
+                    dead.add(name)
+                    continue
                 server.wait_idle()
                 others = [s for n, s in servers.items() if n != name]
                 cpu0, idle0 = server.cpu_seconds(), sum(s.cpu_seconds() for s in others)
-                if conns == top:
-                    with MemorySampler(server) as sampler:
+                try:
+                    if conns == top:
+                        with MemorySampler(server) as sampler:
+                            res = wrk.run(url, duration_s=args.duration, **common)
+                        mem = server.memory()
+                        prev = memory.get(name, {})
+                        memory[name] = {
+                            "peak_rss_mb": max(prev.get("peak_rss_mb", 0.0), sampler.peak_rss_mb, mem["rss_mb"]),
+                            "hwm_mb": max(prev.get("hwm_mb", 0.0), mem["hwm_mb"]),
+                            "pss_mb": sampler.pss_mb if sampler.pss_mb is not None else prev.get("pss_mb"),
+                            "processes": mem["processes"],
+                        }
+                    else:
                         res = wrk.run(url, duration_s=args.duration, **common)
-                    mem = server.memory()
-                    prev = memory.get(name, {})
-                    memory[name] = {
-                        "peak_rss_mb": max(prev.get("peak_rss_mb", 0.0), sampler.peak_rss_mb, mem["rss_mb"]),
-                        "hwm_mb": max(prev.get("hwm_mb", 0.0), mem["hwm_mb"]),
-                        "pss_mb": sampler.pss_mb if sampler.pss_mb is not None else prev.get("pss_mb"),
-                        "processes": mem["processes"],
-                    }
-                else:
-                    res = wrk.run(url, duration_s=args.duration, **common)
+                except wrk.WrkError as e:
+                    log.error("%s: wrk failed (%s); it is not measured further", name, e)
+                    dead.add(name)
+                    continue
                 cpu1, idle1 = server.cpu_seconds(), sum(s.cpu_seconds() for s in others)
-                drain_s = (
-                    server.wait_idle()
-                )  # the backlog of dropped requests must not overlap the next point
+                # The backlog of requests wrk dropped at the end must not overlap the next point.
+                drain_s = server.wait_idle()
                 row = {
                     "round": rnd,
                     "config": name,
@@ -348,9 +343,7 @@ def load_rounds(
                 }
                 rows.append(row)
                 flag = (
-                    ""
-                    if res.ok
-                    else f"  !! {res.errors} failed requests ({res.non2xx} non-2xx, {res.socket_errors})"
+                    "" if res.ok else f"  !! {res.errors} failed requests ({res.non2xx} non-2xx, {res.socket_errors})"
                 )
                 log.info(
                     "round %d  %-8s %3d conn: %8.1f req/s  p50 %7.3f ms  p99 %7.3f ms  "
@@ -406,9 +399,9 @@ def machine_meta(args: argparse.Namespace) -> dict[str, Any]:
             commit += " (+ uncommitted changes)"
     except OSError:
         commit = "unknown"
-    wrk_version = subprocess.run(
-        ["wrk", "--version"], capture_output=True, text=True, check=False
-    ).stdout.split("\n")[0]
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[
+        0
+    ]
     return {
         "quick": args.quick,
         "started_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -441,9 +434,7 @@ def estimate_s(args: argparse.Namespace, n_configs: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = resolve(build_parser().parse_args(argv))
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     t_start = time.perf_counter()
     wrk.wrk_binary()  # fail fast with the install command
     model_dir = (REPO_ROOT / args.model_dir).resolve()
@@ -459,9 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = out_dir / "logs" if "raw" in out_dir.parts else out_dir / "raw" / "logs"
     configs = configurations(args)
     if SEED in args.configs and not (model_dir / "signal_predictor.pt").exists():
-        log.error(
-            "%s is missing: the seed peer loads the PyTorch state_dict", model_dir / "signal_predictor.pt"
-        )
+        log.error("%s is missing: the seed peer loads the PyTorch state_dict", model_dir / "signal_predictor.pt")
         return 2
     log.info(
         "benchmark of %s at %s connections; about %.0f s",
@@ -508,19 +497,17 @@ def main(argv: list[str] | None = None) -> int:
                 log.error("%s", e)
                 continue
             v = verify(s, body, expected, args.api_key)
+            if s.spec.kind == "service":
+                v["ready"] = _ready_info(s)
             verification[s.spec.name] = v
             if v["ok"]:
                 servers[s.spec.name] = s
-                log.info(
-                    "verified %s: %s (max |Δp| vs bare ORT %s)", s.spec.name, v["detail"], v.get("max_abs_dp")
-                )
+                log.info("verified %s: %s (max |Δp| vs bare ORT %s)", s.spec.name, v["detail"], v.get("max_abs_dp"))
             else:
                 log.error("%s answered wrongly, it is NOT measured: %s", s.spec.name, v["detail"])
         ready_threads = _service_threads(servers)
         if ready_threads and ready_threads != threads:
-            notes.append(
-                f"the floor used {threads} intra-op thread(s) but the service reports {ready_threads}"
-            )
+            notes.append(f"the floor used {threads} intra-op thread(s) but the service reports {ready_threads}")
         rows, memory = load_rounds(servers, configs, args, body_file)
         for name, s in servers.items():
             s.wait_idle()
@@ -572,9 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "memory": memory,
         "targets": [_target_dict(t) for t in headline],
-        "other_targets": {
-            n: [_target_dict(t) for t in targets_for(n)] for n in services if n != headline_name
-        },
+        "other_targets": {n: [_target_dict(t) for t in targets_for(n)] for n in services if n != headline_name},
         "notes": notes,
     }
     report.write_json(out_dir / "results.json", results)
@@ -586,8 +571,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        f"Results: {out_dir / 'RESULTS.md'}  "
-        f"(took {meta['elapsed_s']:.0f} s{', QUICK: noisy' if args.quick else ''})"
+        f"Results: {out_dir / 'RESULTS.md'}  (took {meta['elapsed_s']:.0f} s{', QUICK: noisy' if args.quick else ''})"
     )
     for name, by_conn in summary.items():
         cells = "  ".join(
@@ -605,16 +589,24 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed_checks or bad else 0
 
 
-def _service_threads(servers: dict[str, Server]) -> int | None:
-    s = servers.get("int8")
-    if s is None:
-        return None
+def _ready_info(server: Server) -> dict[str, Any] | None:
+    """What the service says about itself on /ready (precision, provider, intra-op threads)."""
     from bench.servers import http_request
 
-    status, raw = http_request(s.port, "GET", "/ready", quiet=True)
+    status, raw = http_request(server.port, "GET", "/ready", quiet=True)
     try:
-        return int(json.loads(raw)["intra_op_threads"]) if status == 200 else None
-    except (ValueError, KeyError, TypeError):
+        info = json.loads(raw) if status == 200 else None
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _service_threads(servers: dict[str, Server]) -> int | None:
+    s = servers.get("int8")
+    info = _ready_info(s) if s is not None else None
+    try:
+        return int(info["intra_op_threads"]) if info else None
+    except (KeyError, TypeError, ValueError):
         return None
 
 

@@ -99,9 +99,7 @@ def assess_risk(closes: list[float], volumes: list[float], confidence: float) ->
 def load_model(model_dir: Path) -> tuple[SignalPredictor, str]:
     manifest = json.loads((model_dir / "manifest.json").read_text())
     model = SignalPredictor(**manifest["architecture"])
-    model.load_state_dict(
-        torch.load(model_dir / "signal_predictor.pt", map_location="cpu", weights_only=True)
-    )
+    model.load_state_dict(torch.load(model_dir / "signal_predictor.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model, str(manifest.get("version", "unknown"))
 
@@ -163,9 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--model-dir", default="models")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: all CPUs)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all CPUs)")
     args = parser.parse_args(argv)
 
     import uvicorn

@@ -148,20 +148,15 @@ class Server:
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"{self.spec.name} exited with {self.proc.returncode} before ready; "
-                    f"log tail:\n{self.log_tail()}"
+                    f"{self.spec.name} exited with {self.proc.returncode} before ready; log tail:\n{self.log_tail()}"
                 )
             status, _ = http_request(self.port, "GET", self.spec.ready_path, timeout=1.0, quiet=True)
             if status == 200:
                 return time.perf_counter() - self.started_at
             time.sleep(poll_s)
-        raise TimeoutError(
-            f"{self.spec.name} not ready within {timeout_s:.0f}s; log tail:\n{self.log_tail()}"
-        )
+        raise TimeoutError(f"{self.spec.name} not ready within {timeout_s:.0f}s; log tail:\n{self.log_tail()}")
 
-    def wait_idle(
-        self, *, cpu_fraction: float = 0.1, window_s: float = 0.2, timeout_s: float = 60.0
-    ) -> float:
+    def wait_idle(self, *, cpu_fraction: float = 0.1, window_s: float = 0.2, timeout_s: float = 60.0) -> float:
         """Wait until the tree uses less than ``cpu_fraction`` of a CPU; seconds waited.
 
         A server that fell behind keeps computing requests whose clients wrk has already dropped; that backlog

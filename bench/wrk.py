@@ -69,9 +69,7 @@ def parse_time_ms(token: str) -> float:
     """``'1.23ms'`` → 1.23, ``'850.00us'`` → 0.85, ``'2.01s'`` → 2010.0."""
     m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", token.strip())
     if not m:
-        raise WrkError(
-            f"unrecognised wrk time {token!r}; expected a number followed by one of us, ms, s, m, h"
-        )
+        raise WrkError(f"unrecognised wrk time {token!r}; expected a number followed by one of us, ms, s, m, h")
     return float(m.group(1)) * _TIME_UNITS_MS[m.group(2)]
 
 
