@@ -364,9 +364,8 @@ def _binary_outputs(req: InferenceRequest) -> bool:
 
 def _deadline(request: Request, req: InferenceRequest) -> float | None:
     """The earlier of X-Deadline-Ms (as on /predict) and Triton's ``parameters.timeout`` (microseconds)."""
-    from runtime.app import (
-        _deadline as header_deadline,  # runtime.app imports this module: import at call time
-    )
+    # Imported at call time: runtime.app mounts these routes, so a module-level import would be a cycle.
+    from runtime.app import _deadline as header_deadline
 
     deadlines = [header_deadline(request)]
     if req.parameters.timeout is not None:
