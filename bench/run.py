@@ -81,8 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed-threads",
         type=int,
-        default=1,
-        help="torch intra-op threads of the seed (default 1: its fastest setting here, see README)",
+        nargs="+",
+        default=[1],
+        help="torch intra-op threads of the seed (default 1: its fastest setting here, see README); more values "
+        "add peers named seed-tN, e.g. --seed-threads 1 2",
     )
     p.add_argument(
         "--variant",
@@ -127,19 +129,20 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = []
     for name in args.configs:
         if name == SEED:
-            threads = args.seed_threads
-            out.append(
-                {
-                    "name": SEED,
-                    "kind": "seed",
-                    "precision": "fp32",
-                    "workers": 1,
-                    "description": (
-                        "bench/seed_server.py: FastAPI + PyTorch eager FP32, one forward per request, "
-                        f"uvicorn 1 worker, torch {threads} thread(s)"
-                    ),
-                }
-            )
+            for i, threads in enumerate(args.seed_threads):
+                out.append(
+                    {
+                        "name": SEED if i == 0 else f"{SEED}-t{threads}",
+                        "kind": "seed",
+                        "precision": "fp32",
+                        "workers": 1,
+                        "threads": threads,
+                        "description": (
+                            "bench/seed_server.py: FastAPI + PyTorch eager FP32, one forward per request, "
+                            f"uvicorn 1 worker, torch {threads} thread(s)"
+                        ),
+                    }
+                )
         else:
             out.append(
                 {
@@ -185,7 +188,7 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def spec_for(config: dict[str, Any], port: int, args: argparse.Namespace) -> ServerSpec:
     if config["kind"] == "seed":
-        return seed_spec(config["name"], port=port, model_dir=args.model_dir, threads=args.seed_threads)
+        return seed_spec(config["name"], port=port, model_dir=args.model_dir, threads=config["threads"])
     return service_spec(
         config["name"],
         port=port,
