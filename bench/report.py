@@ -190,6 +190,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         "| target | measured | threshold | result |",
         "|---|---|---|---|",
     ]
+    if not results["targets"]:
+        lines.append("| (no service configuration measured) | — | — | N/A |")
     for t in results["targets"]:
         value = "—" if t["value"] is None else f"{t['value']:.3g}{t['unit']}"
         note = f" — {t['note']}" if t["note"] else ""
@@ -223,9 +225,22 @@ def markdown(results: Mapping[str, Any]) -> str:
                 f"| {p['errors']} "
                 f"| {_f(p['server_cpu_ms_per_req'])} | {_f(p['wrk_cpu_pct'], 2)} |"
             )
+    peaks = []
+    for name, by_conn in results["summary"].items():
+        clean = [(int(c), p) for c, p in by_conn.items() if p["ok"]]
+        if clean:
+            conns, best = max(clean, key=lambda cp: cp[1]["rps"])
+            peaks.append(f"`{name}` {_f(best['rps'])} ({conns} conns)")
+    if peaks:
+        lines += ["", "Peak req/s (clean points only): " + ", ".join(peaks) + "."]
     lines += ["", "Configurations:", ""]
+    verification = results.get("verification", {})
     for name, c in configs.items():
-        lines.append(f"- `{name}`: {c['description']}")
+        ready = (verification.get(name) or {}).get("ready") or {}
+        says = ""
+        if ready:
+            says = f" — /ready says: {', '.join(f'{k} {v}' for k, v in ready.items() if k != 'status')}"
+        lines.append(f"- `{name}`: {c['description']}{says}")
 
     floor = results.get("floor")
     if floor:

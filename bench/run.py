@@ -522,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     idle = [r["idle_servers_cpu_s"] / r["duration_s"] for r in rows if r["duration_s"]]
     if idle and max(idle) > 0.05:
         notes.append(f"idle servers used up to {100 * max(idle):.0f}% of a CPU while another was measured")
+    load_start = float(meta["loadavg"].split()[0])
+    if load_start > 0.5:
+        notes.append(
+            f"the machine was not quiet: 1-minute load average {load_start:.2f} at the start (another job was "
+            "running); absolute figures are noisy, ratios less so since configurations alternate"
+        )
     notes.append(
         "wrk runs on the same 2 CPUs as the server under test (its CPU share is in the table): absolute "
         "figures are a floor on what the server alone would do; the ratios compare like with like."
@@ -552,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     headline_name = "int8" if "int8" in services else (services[0] if services else None)
     headline = targets_for(headline_name) if headline_name else []
     meta["elapsed_s"] = time.perf_counter() - t_start
+    meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results = {
         "meta": meta,
         "configs": configs,
