@@ -525,11 +525,11 @@ def main(argv: list[str] | None = None) -> int:
     load_start = float(meta["loadavg"].split()[0])
     if load_start > 0.5:
         notes.append(
-            f"the machine was not quiet: 1-minute load average {load_start:.2f} at the start (another job was "
+            f"the machine was not quiet: 1-minute load average {load_start:.2f} at the start (other work was "
             "running); absolute figures are noisy, ratios less so since configurations alternate"
         )
     notes.append(
-        "wrk runs on the same 2 CPUs as the server under test (its CPU share is in the table): absolute "
+        f"wrk runs on the same {meta['cpus']} CPUs as the server under test (its CPU share is in the table): absolute "
         "figures are a floor on what the server alone would do; the ratios compare like with like."
     )
     notes.append(
