@@ -31,7 +31,7 @@ class TrainingConfig(BaseModel):
 
     # Optimisation
     seed: int = Field(default=42, ge=0, description="Seeds python, numpy and torch; same data + seed = same model.")
-    epochs: int = Field(default=8, ge=1, description="Upper bound on epochs; early stopping may end sooner.")
+    epochs: int = Field(default=20, ge=1, description="Upper bound on epochs; early stopping may end sooner.")
     batch_size: int = Field(default=128, ge=1, description="Windows per optimisation step.")
     optimizer: Literal["adamw", "sgd"] = Field(default="adamw", description="Optimiser.")
     lr: float = Field(default=1e-3, gt=0, description="Peak learning rate (after warm-up).")
@@ -39,7 +39,7 @@ class TrainingConfig(BaseModel):
     scheduler: Literal["cosine", "none"] = Field(default="cosine", description="Per-step learning-rate schedule.")
     warmup_epochs: int = Field(default=1, ge=0, description="Linear warm-up length in epochs; needs a scheduler.")
     grad_clip: float | None = Field(default=1.0, gt=0, description="Max global gradient norm; None disables.")
-    patience: int = Field(default=3, ge=1, description="Epochs without validation-loss improvement before stopping.")
+    patience: int = Field(default=5, ge=1, description="Epochs without validation-loss improvement before stopping.")
     use_class_weights: bool = Field(default=True, description="Weight the loss by inverse train class frequency.")
     num_threads: int = Field(default=2, ge=1, description="torch intra-op threads; part of what makes runs repeat.")
     progress: bool = Field(default=True, description="Show a tqdm progress bar.")

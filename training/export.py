@@ -33,9 +33,8 @@ def export_onnx(model: SignalPredictor, path: Path, *, opset: int = 17, version:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of dynamo; see the module docstring for why we keep it.
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=FutureWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
+        # Its TracerWarnings are about the LSTM's Python-side shape checks, which the fixed window makes moot.
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
             (example,),
@@ -61,7 +60,7 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[str | int]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
-def check_onnx_graph(path: Path, *, opset: int = 17, expect_op: str = "LSTM") -> None:
+def check_onnx_graph(path: Path, *, opset: int = 17, expect_op: str | None = "LSTM") -> None:
     """Raise `ExportError` listing every way the graph breaks the runtime's contract."""
     model = onnx.load(str(path), load_external_data=False)
     onnx.checker.check_model(model)
@@ -83,7 +82,7 @@ def check_onnx_graph(path: Path, *, opset: int = 17, expect_op: str = "LSTM") ->
         if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             problems.append(f"{vi.name} is not float32")
     ops = {n.op_type for n in model.graph.node}
-    if expect_op not in ops:
+    if expect_op is not None and expect_op not in ops:
         problems.append(f"no native {expect_op} node; ops are {sorted(ops)}")
     if problems:
         raise ExportError(f"{path.name}: " + "; ".join(problems))

@@ -85,7 +85,7 @@ class ParityReport:
             raise ParityError(f"{len(self.failures)} of {len(self.checks)} parity check(s) failed:\n{lines}")
 
 
-def make_session(path: Path, threads: int = 2) -> ort.InferenceSession:
+def make_session(path: Path, threads: int = 1) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +46,12 @@ def quantize_torch(model: nn.Module) -> nn.Module:
         # x86 kernels; the default engine can differ between builds and would change the numbers.
         torch.backends.quantized.engine = "fbgemm"
     reference = copy.deepcopy(model).eval()
-    return torch.ao.quantization.quantize_dynamic(reference, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which has no dynamic quantized LSTM; the
+        # eager API is still the reference the issue asks for, so its deprecation notices are expected noise.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(reference, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
 
 
 def op_counts(path: Path) -> dict[str, int]:
@@ -64,7 +70,7 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, settings: OnnxQuantSettings 
         reduce_range=settings.reduce_range,
         nodes_to_exclude=list(settings.nodes_to_exclude) or None,
     )
-    check_onnx_graph(int8_path, expect_op="DynamicQuantizeLSTM")
+    check_onnx_graph(int8_path, expect_op=None)  # names, shapes, single file; the ops are checked below
     before, after = op_counts(fp32_path), op_counts(int8_path)
     problems: list[str] = []
     if after.get("LSTM", 0):
