@@ -25,37 +25,11 @@ from tritonclient.utils import InferenceServerException
 from runtime.app import create_app
 from runtime.constants import INPUT_NAME, INT8_FILE, MANIFEST_FILE, MODEL_NAME, OUTPUT_NAME
 from runtime.settings import Settings
-from runtime.v2 import routes as v2_routes
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "test-key-0123456789"
 AUTH = {"X-API-Key": KEY}  # tritonclient adds its own headers to the dict it is given: pass copies
 READY_TIMEOUT_S = 60  # two shared cores: start-up (load, hash, warm-up) can be slow under load
-
-# create_app may not mount the v2 routes yet; mount them once, by path, so this works before and after it does.
-_BOOTSTRAP = """
-import sys
-import runtime.server
-from runtime.v2 import routes
-
-_create_app = runtime.server.create_app
-
-def create_app(*args, **kwargs):
-    app = _create_app(*args, **kwargs)
-    mounted = {getattr(r, "path", None) for r in app.router.routes}
-    app.router.routes.extend(r for r in routes if r.path not in mounted)
-    return app
-
-runtime.server.create_app = create_app
-from runtime.__main__ import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def _mount_v2(app: Any) -> Any:
-    mounted = {getattr(r, "path", None) for r in app.router.routes}
-    app.router.routes.extend(r for r in v2_routes if r.path not in mounted)
-    return app
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
@@ -112,7 +86,7 @@ def server_port(model_dir: Path) -> Iterator[int]:
     port = _free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "EDGE_API_KEYS": KEY, "EDGE_INTRA_OP_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _BOOTSTRAP, "--port", str(port), "--model-dir", str(model_dir)],
+        [sys.executable, "-m", "runtime", "--port", str(port), "--model-dir", str(model_dir)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -145,14 +119,14 @@ def client(server_port: int) -> Iterator[triton.InferenceServerClient]:
 
 @pytest.fixture
 def make_v2_client(model_dir: Path) -> Iterator[Callable[..., TestClient]]:
-    """Factory: a TestClient over create_app(Settings(**overrides)) with the v2 routes and its lifespan running."""
+    """Factory: a TestClient over create_app(Settings(**overrides)), its lifespan running unless told not to."""
     clients: list[TestClient] = []
 
     def make(*, lifespan: bool = True, **overrides: Any) -> TestClient:
         overrides.setdefault("model_dir", model_dir)
         overrides.setdefault("intra_op_threads", 1)
         overrides.setdefault("drift_sample_rate", 0)  # no FP32 reference load in the background
-        c = TestClient(_mount_v2(create_app(Settings(**overrides))), raise_server_exceptions=False)
+        c = TestClient(create_app(Settings(**overrides)), raise_server_exceptions=False)
         if lifespan:
             c.__enter__()
             clients.append(c)
@@ -167,7 +141,7 @@ def make_v2_client(model_dir: Path) -> Iterator[Callable[..., TestClient]]:
 def shared_client(model_dir: Path) -> Iterator[TestClient]:
     """One app for the many refusal cases: none of them may change its state."""
     settings = Settings(model_dir=model_dir, intra_op_threads=1, drift_sample_rate=0, max_body_bytes=64 * 1024)
-    with TestClient(_mount_v2(create_app(settings)), raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
 
