@@ -30,10 +30,20 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=Path("models"), help="output directory (default: models/)")
     train.add_argument("--version", dest="model_version", default=None, help="model version (default 1.0.0)")
     for name, typ in (
-        ("epochs", int), ("seed", int), ("batch-size", int), ("lr", float), ("hidden-size", int),
-        ("patience", int), ("horizon", int), ("threshold-k", float), ("num-threads", int), ("latency-runs", int),
+        ("epochs", int),
+        ("seed", int),
+        ("batch-size", int),
+        ("lr", float),
+        ("hidden-size", int),
+        ("patience", int),
+        ("horizon", int),
+        ("threshold-k", float),
+        ("num-threads", int),
+        ("latency-runs", int),
     ):
-        train.add_argument(f"--{name}", type=typ, default=None, help=f"override TrainingConfig.{name.replace('-', '_')}")
+        train.add_argument(
+            f"--{name}", type=typ, default=None, help=f"override TrainingConfig.{name.replace('-', '_')}"
+        )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     parity = sub.add_parser("parity", help="re-check a model directory: sha256 of every file, then parity")
@@ -45,8 +55,20 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> TrainingConfig:
     overrides: dict[str, Any] = {
         key: value
-        for key in ("data", "csv_timezone", "epochs", "seed", "batch_size", "lr", "hidden_size", "patience",
-                    "horizon", "threshold_k", "num_threads", "latency_runs")
+        for key in (
+            "data",
+            "csv_timezone",
+            "epochs",
+            "seed",
+            "batch_size",
+            "lr",
+            "hidden_size",
+            "patience",
+            "horizon",
+            "threshold_k",
+            "num_threads",
+            "latency_runs",
+        )
         if (value := getattr(args, key)) is not None
     }
     if args.no_progress:
@@ -66,12 +88,16 @@ def _train(args: argparse.Namespace) -> int:
     for name, b in m["metrics"]["baselines"].items():
         print(f"  baseline {name}: accuracy {b['accuracy']:.4f}, macro-F1 {b['macro_f1']:.4f}")
     for c in m["parity"]["checks"]:
-        print(f"  parity {c['name']}: {c['metric']}={c['value']:.3g} (limit {c['limit']:g}) "
-              f"{'ok' if c['passed'] else 'FAILED'}")
+        print(
+            f"  parity {c['name']}: {c['metric']}={c['value']:.3g} (limit {c['limit']:g}) "
+            f"{'ok' if c['passed'] else 'FAILED'}"
+        )
     for t in (1, 2):
         lat = m["latency"][f"threads_{t}"]
-        print(f"  latency batch 1, {t} thread(s): FP32 {lat['fp32']['median_ms']:.3f} ms, "
-              f"INT8 {lat['int8']['median_ms']:.3f} ms ({lat['int8_speedup']:.2f}x)")
+        print(
+            f"  latency batch 1, {t} thread(s): FP32 {lat['fp32']['median_ms']:.3f} ms, "
+            f"INT8 {lat['int8']['median_ms']:.3f} ms ({lat['int8_speedup']:.2f}x)"
+        )
     print(f"training {m['training']['wall_seconds']:.0f} s, pipeline {m['pipeline_wall_seconds']:.0f} s")
     print(m["summary"])
     if not result.parity.passed:
@@ -91,7 +117,8 @@ def _parity(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         return _train(args) if args.command == "train" else _parity(args)

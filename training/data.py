@@ -105,7 +105,7 @@ def load_arch(name: str) -> Series:
 
     frame = _points_to_frame(_validate_rows(f"arch.data.{name}", rows()))
     zero_volume = [ts.date().isoformat() for ts in frame.index[frame["volume"] == 0]]
-    flat = int(((frame["high"] == frame["low"])).sum())
+    flat = int((frame["high"] == frame["low"]).sum())
     if zero_volume:
         # Valid by the API's rules (volume >= 0) and the model must cope with it, so kept and reported.
         logger.info("%s: %d day(s) with zero volume kept as-is: %s", name, len(zero_volume), zero_volume)

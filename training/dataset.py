@@ -141,8 +141,8 @@ def split_boundaries(dates: npt.NDArray[np.datetime64], train_fraction: float, v
     """Cut the sorted unique calendar dates at the given fractions."""
     unique = np.unique(dates)
     n = unique.size
-    i_val = int(round(n * train_fraction))
-    i_test = int(round(n * (train_fraction + val_fraction)))
+    i_val = round(n * train_fraction)
+    i_test = round(n * (train_fraction + val_fraction))
     if not 0 < i_val < i_test < n:
         raise ValueError(f"{n} dates cannot be split at fractions {train_fraction}/{val_fraction}")
     after_last = unique[-1] + np.timedelta64(1, "D")
@@ -188,9 +188,7 @@ def _day(value: np.datetime64) -> str:
 def make_splits(series: Sequence[Series], spec: LabelSpec, train_fraction: float, val_fraction: float) -> Splits:
     """Samples from every series, assigned to train/val/test by date; boundary-straddling windows dropped."""
     samples = Samples.concat([make_samples(s, spec) for s in series])
-    all_dates = np.concatenate(
-        [s.frame.index.tz_convert("UTC").tz_localize(None).to_numpy() for s in series]
-    )
+    all_dates = np.concatenate([s.frame.index.tz_convert("UTC").tz_localize(None).to_numpy() for s in series])
     bounds = split_boundaries(all_dates, train_fraction, val_fraction)
     parts: list[Samples] = []
     assigned = np.zeros(len(samples), dtype=bool)
@@ -216,4 +214,5 @@ def class_weights(labels: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     if (counts == 0).any():
         missing = [c for c, n in zip(CLASSES, counts, strict=True) if n == 0]
         raise ValueError(f"training labels contain no {missing} samples; lower or raise threshold_k")
-    return counts.sum() / (N_CLASSES * counts)
+    weights: npt.NDArray[np.float64] = counts.sum() / (N_CLASSES * counts)
+    return weights

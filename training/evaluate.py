@@ -52,8 +52,15 @@ def calibration(labels: npt.NDArray[np.int64], probs: npt.NDArray[Any], bins: in
             continue
         conf, acc = float(confidence[mask].mean()), float(correct[mask].mean())
         ece += mask.mean() * abs(conf - acc)
-        rows.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": int(mask.sum()),
-                     "confidence": conf, "accuracy": acc})
+        rows.append(
+            {
+                "lower": float(edges[b]),
+                "upper": float(edges[b + 1]),
+                "count": int(mask.sum()),
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
     nll = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
     return {"ece": float(ece), "bins": rows, "nll": nll, "mean_confidence": float(confidence.mean())}
 

@@ -121,7 +121,8 @@ class SignalPredictor(nn.Module):
         feats = self.input_norm(feats.transpose(1, 2)).transpose(1, 2)  # (b, t, 5)
         h, _ = self.lstm(feats)  # (b, t, hidden)
         pooled = self.attention(h)  # (b, hidden)
-        return self.head(pooled)  # (b, classes)
+        logits: torch.Tensor = self.head(pooled)  # (b, classes)
+        return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw window float32 (b, 60, 5) → probabilities (b, 3) in `runtime.constants.CLASSES` order."""

@@ -79,9 +79,7 @@ class ParityReport:
 
     def raise_for_failures(self) -> None:
         if self.failures:
-            lines = "\n".join(
-                f"  {c.name}: {c.metric}={c.value:.6g} (limit {c.limit:g})" for c in self.failures
-            )
+            lines = "\n".join(f"  {c.name}: {c.metric}={c.value:.6g} (limit {c.limit:g})" for c in self.failures)
             raise ParityError(f"{len(self.failures)} of {len(self.checks)} parity check(s) failed:\n{lines}")
 
 
@@ -146,16 +144,20 @@ def check_parity(
     report.info = {
         "test_windows": len(test_windows),
         "torch_int8_vs_torch_fp32_max_abs_diff": float(np.max(np.abs(ref_int8 - torch_fp32_probs))),
-        "torch_int8_vs_torch_fp32_argmax_agreement": float(
-            np.mean(ref_int8.argmax(1) == torch_fp32_probs.argmax(1))
-        ),
+        "torch_int8_vs_torch_fp32_argmax_agreement": float(np.mean(ref_int8.argmax(1) == torch_fp32_probs.argmax(1))),
         "onnx_int8_batch64_vs_onnx_fp32_max_abs_diff": float(
             np.max(np.abs(run_onnx(int8_session, test_windows, 64) - onnx_fp32))
         ),
     }
     for check in report.checks:
-        logger.info("%s %s=%.6g limit=%g %s", check.name, check.metric, check.value, check.limit,
-                    "ok" if check.passed else "FAILED")
+        logger.info(
+            "%s %s=%.6g limit=%g %s",
+            check.name,
+            check.metric,
+            check.value,
+            check.limit,
+            "ok" if check.passed else "FAILED",
+        )
     return report
 
 

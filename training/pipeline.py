@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,9 +99,7 @@ def _summary_text(metrics: dict[str, Any], parity_passed: bool, latency: dict[st
         verdict = "does worse than at least one naive baseline on the test split"
     else:
         verdict = "is roughly level with naive baselines on the test split (within a few points)"
-    speed = ", ".join(
-        f"{latency[f'threads_{t}']['int8_speedup']:.2f}x at {t} thread(s)" for t in (1, 2)
-    )
+    speed = ", ".join(f"{latency[f'threads_{t}']['int8_speedup']:.2f}x at {t} thread(s)" for t in (1, 2))
     met = all(latency[f"threads_{t}"]["target_met"] for t in (1, 2))
     return (
         f"The model {verdict}: accuracy {fp32['accuracy']:.3f}, macro-F1 {fp32['macro_f1']:.3f}, against "
@@ -255,6 +252,3 @@ def recheck(model_dir: Path, data: str | None = None) -> dict[str, Any]:
     report["passed"] = parity.passed and all(v == "ok" for v in hashes.values())
     return report
 
-
-def python_command() -> str:
-    return Path(sys.executable).name

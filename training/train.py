@@ -80,9 +80,7 @@ def train_model(config: TrainingConfig, splits: Splits, checkpoint: Path) -> Tra
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
     else:
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
-        )
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch))
     generator = torch.Generator().manual_seed(config.seed)
@@ -119,7 +117,7 @@ def train_model(config: TrainingConfig, splits: Splits, checkpoint: Path) -> Tra
                 "train_loss": train_loss,
                 "val_loss": val_loss,
                 "val_accuracy": val_acc,
-                "lr": scheduler.get_last_lr()[0],
+                "lr": float(scheduler.get_last_lr()[0]),
             }
         )
         bar.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.3f}")

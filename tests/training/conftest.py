@@ -14,9 +14,7 @@ HEADER = "timestamp,open,high,low,close,volume"
 CsvRow = Sequence[object]
 
 
-def synthetic_rows(
-    n: int, *, period: int = 20, start: datetime | None = None, seed: int = 0
-) -> list[list[object]]:
+def synthetic_rows(n: int, *, period: int = 20, start: datetime | None = None, seed: int = 0) -> list[list[object]]:
     """A clean daily series: a sine-wave price plus seeded noise (so the 5-day move is mostly predictable and all
     three labels occur) with ordinary OHLC ranges."""
     start = start or datetime(2020, 1, 1, tzinfo=UTC)

@@ -10,9 +10,9 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("arch")
 
-from runtime.constants import FP32_FILE, INT8_FILE, MANIFEST_FILE, TORCH_FILE  # noqa: E402
-from training.parity import TOLERANCES  # noqa: E402
-from training.pipeline import recheck  # noqa: E402
+from runtime.constants import FP32_FILE, INT8_FILE, MANIFEST_FILE, TORCH_FILE
+from training.parity import TOLERANCES
+from training.pipeline import recheck
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def test_manifest_keeps_the_runtime_contract(committed_model_dir: Path) -> None:
     assert isinstance(manifest["version"], str) and manifest["version"]
     for name in (TORCH_FILE, FP32_FILE, INT8_FILE):
         assert len(manifest["files"][name]["sha256"]) == 64
-    total = sum((committed_model_dir / n).stat().st_size for n in manifest["files"]) + (
-        committed_model_dir / MANIFEST_FILE
-    ).stat().st_size
+    total = (
+        sum((committed_model_dir / n).stat().st_size for n in manifest["files"])
+        + (committed_model_dir / MANIFEST_FILE).stat().st_size
+    )
     assert total < 5 * 1024 * 1024

@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("pandas")
 
-from training.data import load_csv, load_source  # noqa: E402
-from training.errors import DataValidationError  # noqa: E402
+from conftest import synthetic_rows
 
-from conftest import synthetic_rows  # noqa: E402
+from training.data import load_csv, load_source
+from training.errors import DataValidationError
 
 MakeCsv = Callable[..., Path]
 
@@ -35,7 +35,9 @@ def test_clean_csv_loads_as_utc(make_csv: MakeCsv) -> None:
         pytest.param(10, {1: 200.0}, r"line 10: .*open \(200.0\) must lie within", id="open-above-high"),
     ],
 )
-def test_bad_row_is_reported_with_its_line(make_csv: MakeCsv, line: int, row_patch: dict[int, object], match: str) -> None:
+def test_bad_row_is_reported_with_its_line(
+    make_csv: MakeCsv, line: int, row_patch: dict[int, object], match: str
+) -> None:
     rows = synthetic_rows(12)
     for col, value in row_patch.items():
         rows[line - 2][col] = value  # line 1 is the header

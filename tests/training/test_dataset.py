@@ -6,11 +6,11 @@ import pytest
 
 pytest.importorskip("pandas")
 
-from runtime.constants import WINDOW_LENGTH  # noqa: E402
-from training.data import load_csv  # noqa: E402
-from training.dataset import BUY, HOLD, SELL, LabelSpec, class_weights, label_returns, make_samples, make_splits  # noqa: E402
+from conftest import synthetic_rows
 
-from conftest import synthetic_rows  # noqa: E402
+from runtime.constants import WINDOW_LENGTH
+from training.data import load_csv
+from training.dataset import BUY, HOLD, SELL, LabelSpec, class_weights, label_returns, make_samples, make_splits
 
 SPEC = LabelSpec(horizon=5, threshold_k=0.5)
 

@@ -10,18 +10,17 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-import onnx  # noqa: E402
+import onnx
+from conftest import HEADER, synthetic_rows
 
-from runtime.constants import FP32_FILE, INPUT_NAME, INT8_FILE, MANIFEST_FILE, OUTPUT_NAME, TORCH_FILE  # noqa: E402
-from training.cli import main  # noqa: E402
-from training.config import TrainingConfig  # noqa: E402
-from training.errors import ParityError, QuantizationError  # noqa: E402
-from training.manifest import verify_files  # noqa: E402
-from training.parity import ParityCheck, ParityReport  # noqa: E402
-from training.pipeline import PipelineResult, run_pipeline  # noqa: E402
-from training.quantize import quantize_onnx  # noqa: E402
-
-from conftest import HEADER, synthetic_rows  # noqa: E402
+from runtime.constants import FP32_FILE, INPUT_NAME, INT8_FILE, MANIFEST_FILE, OUTPUT_NAME, TORCH_FILE
+from training.cli import main
+from training.config import TrainingConfig
+from training.errors import ParityError, QuantizationError
+from training.manifest import verify_files
+from training.parity import ParityCheck, ParityReport
+from training.pipeline import PipelineResult, run_pipeline
+from training.quantize import quantize_onnx
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineResult:
     csv = root / "synthetic.csv"
     csv.write_text("\n".join([HEADER, *(",".join(map(str, r)) for r in synthetic_rows(1500))]) + "\n")
     config = TrainingConfig(
-        data=str(csv), hidden_size=16, epochs=8, batch_size=32, lr=0.01, latency_runs=5, progress=False,
+        data=str(csv),
+        hidden_size=16,
+        epochs=8,
+        batch_size=32,
+        lr=0.01,
+        latency_runs=5,
+        progress=False,
         num_threads=1,
     )
     return run_pipeline(config, root / "models")
@@ -76,7 +81,9 @@ def test_quantizing_without_lstm_weights_fails_loudly(tiny_run: PipelineResult, 
     from training.quantize import OnnxQuantSettings
 
     with pytest.raises(QuantizationError, match="LSTM node\\(s\\) left in FP32"):
-        quantize_onnx(tiny_run.out_dir / FP32_FILE, tmp_path / "x.onnx", OnnxQuantSettings(nodes_to_exclude=tuple(lstms)))
+        quantize_onnx(
+            tiny_run.out_dir / FP32_FILE, tmp_path / "x.onnx", OnnxQuantSettings(nodes_to_exclude=tuple(lstms))
+        )
 
 
 def test_parity_report_lists_every_failure() -> None:
