@@ -436,6 +436,14 @@ def estimate_s(args: argparse.Namespace, n_configs: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: `running()` has already stopped every server
+        log.error("interrupted (%s); all servers stopped, no results written", e or "Ctrl-C")
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = resolve(build_parser().parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     t_start = time.perf_counter()
