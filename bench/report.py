@@ -248,11 +248,14 @@ def markdown(results: Mapping[str, Any]) -> str:
             "",
             f"## Floor: bare onnxruntime `session.run` in-process ({floor['intra_op_threads']} intra-op thread(s))",
             "",
-            "| precision | batch | p50 ms | p99 ms | runs |",
-            "|---|---:|---:|---:|---:|",
+            "| precision | batch | p50 ms | p99 ms | p50 µs per window | runs |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for p in floor["points"].values():
-            lines.append(f"| {p['precision']} | {p['batch']} | {_f(p['p50_ms'])} | {_f(p['p99_ms'])} | {p['runs']} |")
+            lines.append(
+                f"| {p['precision']} | {p['batch']} | {_f(p['p50_ms'])} | {_f(p['p99_ms'])} "
+                f"| {_f(1000 * p['p50_ms'] / p['batch'])} | {p['runs']} |"
+            )
 
     lines += [
         "",

@@ -14,12 +14,14 @@ Order of work, chosen so that each measurement sees a quiet machine:
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import logging
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -476,6 +478,7 @@ def _main(argv: list[str] | None) -> int:
     candles = payload.sp500_candles()
     body = payload.encode(payload.request_body(candles))
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    atexit.register(shutil.rmtree, tmp, True)
     body_file = tmp / "body.json"
     body_file.write_bytes(body)
     window = np.asarray(payload.window(candles), dtype=np.float32)
