@@ -4,6 +4,8 @@ check listed before raising (cf. Optimum's ``_run_validation``)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -98,10 +100,25 @@ def run_onnx(session: ort.InferenceSession, windows: npt.NDArray[np.float32], ba
     return np.concatenate(parts)
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 @torch.no_grad()
 def run_torch(model: nn.Module, windows: npt.NDArray[np.float32], batch_size: int) -> npt.NDArray[Any]:
     model.eval()
-    parts = [model(torch.from_numpy(windows[i : i + batch_size])).numpy() for i in range(0, len(windows), batch_size)]
+    # One thread: at batch 1 the per-step thread hand-offs cost more than they save, and on a busy machine
+    # (CI, shared hosts) two spinning threads made 1,382 single-window calls take minutes instead of a second.
+    with _torch_threads(1):
+        parts = [
+            model(torch.from_numpy(windows[i : i + batch_size])).numpy() for i in range(0, len(windows), batch_size)
+        ]
     return np.concatenate(parts)
 
 
