@@ -34,29 +34,18 @@ READY_TIMEOUT_S = 60  # two shared cores: start-up (load, hash, warm-up) can be 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The committed model; a stand-in with its signature only until models/manifest.json is committed."""
-    committed = REPO / "models"
-    if (committed / MANIFEST_FILE).exists():
-        return committed
-    from fake_model import write_fake_model_dir
-
-    return write_fake_model_dir(tmp_path_factory.mktemp("v2_model"))
+def served_version(committed_model_dir: Path) -> str:
+    return str(json.loads((committed_model_dir / MANIFEST_FILE).read_text())["version"])
 
 
 @pytest.fixture(scope="session")
-def served_version(model_dir: Path) -> str:
-    return str(json.loads((model_dir / MANIFEST_FILE).read_text())["version"])
-
-
-@pytest.fixture(scope="session")
-def reference(model_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
+def reference(committed_model_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
     """The INT8 artifact run directly by onnxruntime: what the service must answer."""
     # One intra-op thread, as the service under test runs: the INT8 kernels split work by thread count, which
     # moves batched probabilities by up to ~3e-4 between 1 and 2 threads on the same inputs.
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(model_dir / INT8_FILE), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(committed_model_dir / INT8_FILE), options, providers=["CPUExecutionProvider"])
 
     def run(windows: np.ndarray) -> np.ndarray:
         out: np.ndarray = session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
@@ -81,27 +70,29 @@ def _status(port: int, path: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def server_port(model_dir: Path) -> Iterator[int]:
-    """``python -m runtime`` in a subprocess, with an API key, serving `model_dir` on a free port."""
+def server_port(committed_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """``python -m runtime`` in a subprocess, with an API key, serving the committed model on a free port."""
     port = _free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "EDGE_API_KEYS": KEY, "EDGE_INTRA_OP_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime", "--port", str(port), "--model-dir", str(model_dir)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    # Logs go to a file, not a pipe nobody reads while the tests run: a full pipe would block the server.
+    log_path = tmp_path_factory.mktemp("v2_server") / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "--port", str(port), "--model-dir", str(committed_model_dir)],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                output = proc.stdout.read() if proc.stdout else ""
-                raise AssertionError(f"server exited with {proc.returncode}:\n{output}")
+                raise AssertionError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
             try:
                 if _status(port, "/v2/health/ready") == 200:
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"server did not become ready in {READY_TIMEOUT_S} s")
+                raise AssertionError(f"server did not become ready in {READY_TIMEOUT_S} s:\n{log_path.read_text()}")
             time.sleep(0.05)
         yield port
     finally:
@@ -117,30 +108,12 @@ def client(server_port: int) -> Iterator[triton.InferenceServerClient]:
     c.close()
 
 
-@pytest.fixture
-def make_v2_client(model_dir: Path) -> Iterator[Callable[..., TestClient]]:
-    """Factory: a TestClient over create_app(Settings(**overrides)), its lifespan running unless told not to."""
-    clients: list[TestClient] = []
-
-    def make(*, lifespan: bool = True, **overrides: Any) -> TestClient:
-        overrides.setdefault("model_dir", model_dir)
-        overrides.setdefault("intra_op_threads", 1)
-        overrides.setdefault("drift_sample_rate", 0)  # no FP32 reference load in the background
-        c = TestClient(create_app(Settings(**overrides)), raise_server_exceptions=False)
-        if lifespan:
-            c.__enter__()
-            clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
-
-
 @pytest.fixture(scope="module")
-def shared_client(model_dir: Path) -> Iterator[TestClient]:
+def shared_client(committed_model_dir: Path) -> Iterator[TestClient]:
     """One app for the many refusal cases: none of them may change its state."""
-    settings = Settings(model_dir=model_dir, intra_op_threads=1, drift_sample_rate=0, max_body_bytes=64 * 1024)
+    settings = Settings(
+        model_dir=committed_model_dir, intra_op_threads=1, drift_sample_rate=0, max_body_bytes=64 * 1024
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
@@ -380,20 +353,20 @@ def test_v2_refuses_bad_requests_before_running_them(
     assert shared_client.get("/v2/health/ready").status_code == 200
 
 
-def test_v2_limits_body_size_and_window_count_from_settings(make_v2_client: Callable[..., TestClient]) -> None:
-    client = make_v2_client(max_body_bytes=2048, max_queue=2)
+def test_v2_limits_body_size_and_window_count_from_settings(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(drift_sample_rate=0, max_body_bytes=2048, max_queue=2)
     _assert_v2_error(client.post(INFER, json=_body()), 413, "exceeds the limit of 2048 bytes")
     # Three windows can never fit a queue of two: that is the request's fault (400), not a retryable 503.
     three = np.repeat(WINDOW, 3, axis=0)
     content, headers = _binary(_binary_header(size=three.nbytes, shape=[3, 60, 5]), three.tobytes())
     _assert_v2_error(client.post(INFER, content=content, headers=headers), 413, "exceeds the limit")
-    client = make_v2_client(max_queue=2)
+    client = make_client(drift_sample_rate=0, max_queue=2)
     _assert_v2_error(client.post(INFER, content=content, headers=headers), 400, "1 <= n <= 2")
     assert client.get("/v2/health/ready").status_code == 200
 
 
-def test_v2_needs_the_api_key_for_inference_only(make_v2_client: Callable[..., TestClient]) -> None:
-    client = make_v2_client(api_keys=[KEY])
+def test_v2_needs_the_api_key_for_inference_only(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(drift_sample_rate=0, api_keys=[KEY])
     response = client.post(INFER, json=_body())
     _assert_v2_error(response, 401, "missing X-API-Key header")
     assert response.headers["www-authenticate"] == "ApiKey"
@@ -414,14 +387,15 @@ def test_v2_needs_the_api_key_for_inference_only(make_v2_client: Callable[..., T
     ],
 )
 def test_v2_unknown_models_and_versions_are_404(
-    make_v2_client: Callable[..., TestClient], path: str, match: str
+    make_client: Callable[..., TestClient], path: str, match: str
 ) -> None:
-    client = make_v2_client()
+    client = make_client(drift_sample_rate=0)
     _assert_v2_error(client.get(path), 404, match)
 
 
-def test_v2_before_the_model_is_loaded(make_v2_client: Callable[..., TestClient]) -> None:
-    client = make_v2_client(lifespan=False)  # no lifespan: the model was never loaded
+def test_v2_before_the_model_is_loaded(committed_model_dir: Path) -> None:
+    # Not entered as a context manager, so the lifespan never runs: the model was never loaded.
+    client = TestClient(create_app(Settings(model_dir=committed_model_dir)), raise_server_exceptions=False)
     assert client.get("/v2/health/live").json() == {"live": True}
     response = client.get("/v2/health/ready")
     assert response.status_code == 503 and response.json() == {"ready": False}
@@ -442,10 +416,10 @@ def test_v2_before_the_model_is_loaded(make_v2_client: Callable[..., TestClient]
     ],
 )
 def test_v2_json_data_may_be_flat_or_nested(
-    make_v2_client: Callable[..., TestClient], reference: Callable[[np.ndarray], np.ndarray],
+    make_client: Callable[..., TestClient], reference: Callable[[np.ndarray], np.ndarray],
     served_version: str, data: list[Any],
 ) -> None:
-    client = make_v2_client()
+    client = make_client(drift_sample_rate=0)
     # "parameters": null is how some clients say "none"; it is accepted as such.
     response = client.post(INFER, json={"id": "abc", "parameters": None, **_body(data=data)})
     assert response.status_code == 200, response.text
@@ -457,13 +431,13 @@ def test_v2_json_data_may_be_flat_or_nested(
     np.testing.assert_allclose(np.asarray(output["data"], dtype=np.float32), expected.ravel(), atol=1e-5)
 
 
-def test_v2_binary_output_layout(make_v2_client: Callable[..., TestClient],
+def test_v2_binary_output_layout(make_client: Callable[..., TestClient],
                                  reference: Callable[[np.ndarray], np.ndarray]) -> None:
     windows = market_windows(2, seed=9)
     header = _binary_header(size=windows.nbytes, shape=[2, 60, 5])
     header["outputs"] = [{"name": OUTPUT_NAME, "parameters": {"binary_data": True}}]
     content, headers = _binary(header, windows.tobytes())
-    response = make_v2_client().post(INFER, content=content, headers=headers)
+    response = make_client(drift_sample_rate=0).post(INFER, content=content, headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/octet-stream"
     n = int(response.headers["inference-header-content-length"])
@@ -474,8 +448,8 @@ def test_v2_binary_output_layout(make_v2_client: Callable[..., TestClient],
     np.testing.assert_allclose(probs, reference(windows), atol=1e-5)
 
 
-def test_v2_inference_goes_through_the_batcher(make_v2_client: Callable[..., TestClient]) -> None:
-    client = make_v2_client()
+def test_v2_inference_goes_through_the_batcher(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(drift_sample_rate=0)
 
     def batched_windows() -> float:
         for line in client.get("/metrics").text.splitlines():
