@@ -55,6 +55,7 @@ access_log = logging.getLogger("runtime.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 _JSON_TYPES = ("application/json",)
+_RELOAD_BODY_LIMIT = 4096
 ModelLoader = Callable[[Settings, "str | None"], Model]
 
 
@@ -90,11 +91,10 @@ class Service:
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def begin_draining(self) -> None:
-        """Turn /ready false and stop admitting new work; accepted requests still finish."""
+        """Turn /ready false so load balancers move away. Requests already received are still served: the
+        server stops accepting connections itself, and the batcher stops admitting only at lifespan shutdown."""
         self.draining = True
         self.ready = False
-        if self.batcher is not None:
-            self.batcher.stop_admitting()
 
     def install(self, model: Model) -> None:
         """Make `model` the one new batches run on; a batch already taken finishes on the old one."""
@@ -211,8 +211,8 @@ async def _read_json_body(request: Request, limit: int) -> bytes:
 
 def _service(request: Request) -> Service:
     service: Service = request.app.state.service
-    if not service.ready or service.batcher is None or service.model is None:
-        raise NotReady("model is not ready" if not service.draining else "server is shutting down")
+    if service.batcher is None or service.model is None:
+        raise NotReady("model is not loaded yet")
     if service.batcher.queued_windows >= service.batcher.max_queue:
         # Shed before reading and parsing the body: under overload that work is what we cannot afford.
         service.metrics.rejected.labels("overloaded").inc()
@@ -373,8 +373,8 @@ async def admin_reload(request: Request) -> Response:
     if service.model is None or service.draining:
         raise NotReady("no model is being served")
     version = None
-    body = await request.body()
-    if body.strip():
+    if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
+        body = await _read_json_body(request, _RELOAD_BODY_LIMIT)
         version = ReloadRequest.model_validate_json(body).version
     old, new = await service.reload(version)
     return _json(200, {"status": "reloaded", "previous_version": old.version, "model_version": new.version,
@@ -414,9 +414,12 @@ class EdgeMiddleware:
     Plain ASGI rather than BaseHTTPMiddleware: it adds no task or stream per request on the hot path.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, debug: bool = False, log_requests: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_header_bytes: int, debug: bool = False, log_requests: bool = False
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_header_bytes = max_header_bytes
         self.debug = debug
         self.log_requests = log_requests
 
@@ -426,13 +429,22 @@ class EdgeMiddleware:
             return
         start = time.perf_counter()
         rid = None
+        header_bytes = 0
         for name, value in scope["headers"]:
+            header_bytes += len(name) + len(value) + 4
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
                 rid = candidate if _REQUEST_ID.match(candidate) else None
-                break
         rid = rid or uuid.uuid4().hex
         scope["edge.request_id"] = rid
+        if header_bytes > self.max_header_bytes:
+            # httptools has already buffered them; refusing still keeps them away from every handler.
+            too_large = _json(431, error_body(
+                f"request headers total {header_bytes} bytes, more than the limit of {self.max_header_bytes}",
+                "HEADERS_TOO_LARGE", rid=rid))
+            await too_large(scope, receive, send)
+            self.metrics.requests.labels("unmatched", "431").inc()
+            return
         status = 500
         started = False
 
@@ -480,17 +492,25 @@ class EdgeMiddleware:
 
 
 def _drain_on_signals(service: Service) -> None:
-    """Chain onto the server's SIGTERM/SIGINT handlers so /ready turns false the moment a stop begins."""
+    """Chain onto the server's SIGTERM/SIGINT handlers: /ready turns false the moment a stop begins, and the
+    server's own shutdown (close the listener, finish in-flight requests) starts `drain_delay_s` later."""
     if threading.current_thread() is not threading.main_thread():
         return
+    loop = asyncio.get_running_loop()
+    delay = service.settings.drain_delay_s
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
         if not callable(previous):
             continue
 
         def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
+            if service.draining or delay <= 0:  # a second signal stops at once
+                service.begin_draining()
+                previous(signum, frame)
+                return
             service.begin_draining()
-            previous(signum, frame)
+            log.info("draining: /ready is false; closing the listener in %.1f s", delay)
+            loop.call_soon_threadsafe(loop.call_later, delay, previous, signum, None)
 
         signal.signal(sig, handler)
 
@@ -578,6 +598,6 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
         },
     )
     app.state.service = service
-    app.add_middleware(EdgeMiddleware, metrics=service.metrics, debug=settings.debug,
-                       log_requests=settings.access_log)
+    app.add_middleware(EdgeMiddleware, metrics=service.metrics, max_header_bytes=settings.max_header_bytes,
+                       debug=settings.debug, log_requests=settings.access_log)
     return app

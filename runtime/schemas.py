@@ -23,7 +23,13 @@ RiskLevel = Literal["low", "medium", "high", "critical"]
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=256, frozen=True)
 
-Price = Annotated[float, Field(gt=0, description="Price in any currency unit; must be finite and > 0.")]
+#: Bounds that keep every value a normal float32 (the model computes in float32) with room for window sums.
+PRICE_MIN, PRICE_MAX, VOLUME_MAX = 1e-20, 1e20, 1e30
+
+Price = Annotated[
+    float,
+    Field(ge=PRICE_MIN, le=PRICE_MAX, description="Price in any currency unit; finite, within [1e-20, 1e20]."),
+]
 
 
 class OHLCVPoint(BaseModel):
@@ -36,7 +42,7 @@ class OHLCVPoint(BaseModel):
     high: Price
     low: Price
     close: Price
-    volume: float = Field(ge=0, description="Traded volume in any unit; finite and >= 0.")
+    volume: float = Field(ge=0, le=VOLUME_MAX, description="Traded volume in any unit; finite, within [0, 1e30].")
 
     @model_validator(mode="after")
     def _check_range(self) -> OHLCVPoint:

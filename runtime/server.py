@@ -32,8 +32,8 @@ def _uvicorn_kwargs(settings: Settings) -> dict[str, object]:
         "log_config": None,
         "server_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
-        # Bounded concurrency: beyond this many open connections+requests uvicorn answers 503 at once.
-        "limit_concurrency": max(64, settings.max_queue * 4),
+        # No limit_concurrency: uvicorn would answer past it with a bare text 503, probes included. Admission is
+        # bounded by the batcher's queue instead (JSON 503 + Retry-After); connection counts belong to the proxy.
         "backlog": 2048,
     }
 

@@ -80,12 +80,6 @@ def threads_per_worker(configured: int, workers: int, cpus: int | None = None) -
     return max(1, (cpus if cpus is not None else available_cpus()) // max(1, workers))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_manifest(model_dir: Path) -> dict[str, Any]:
@@ -103,26 +97,32 @@ def load_manifest(model_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_file(model_dir: Path, manifest: dict[str, Any], name: str) -> Path:
-    """Check one artifact against its manifest hash; raise `ModelLoadError` naming the file otherwise."""
+def verify_file(model_dir: Path, manifest: dict[str, Any], name: str) -> bytes:
+    """Read one artifact and check it against its manifest hash; raise `ModelLoadError` naming the file otherwise.
+
+    Returns the bytes that were hashed, so what is loaded is exactly what was verified (no second read).
+    """
     path = model_dir / name
     entry = manifest["files"].get(name)
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
         raise ModelLoadError(f"manifest lists no sha256 for '{name}'; refusing to load an unverified model")
     try:
-        actual = sha256_file(path)
+        data = path.read_bytes()
     except OSError as e:
         raise ModelLoadError(f"model file '{path}' cannot be read: {e.strerror or e}") from e
+    actual = hashlib.sha256(data).hexdigest()
     if actual != entry["sha256"]:
         raise ModelLoadError(
             f"model file '{path}' does not match its manifest: sha256 {actual} != expected {entry['sha256']}"
         )
-    return path
+    return data
 
 
 def choose_provider(requested: str, available: list[str], gpu_visible: bool) -> str:
     """Resolve ``auto|cpu|cuda`` against what onnxruntime offers."""
     if requested == "auto":
+        if _PROVIDERS["cuda"] in available and not gpu_visible:
+            log.warning("onnxruntime offers CUDA but no GPU is visible: falling back to the CPU provider")
         return "cuda" if _PROVIDERS["cuda"] in available and gpu_visible else "cpu"
     if _PROVIDERS[requested] not in available:
         raise ConfigurationError(
@@ -132,9 +132,9 @@ def choose_provider(requested: str, available: list[str], gpu_visible: bool) -> 
     return requested
 
 
-def gpu_visible() -> bool:
-    """A cheap check that a CUDA device exists (the driver exposes /dev/nvidia0 or /proc/driver/nvidia)."""
-    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").exists()
+def gpu_visible(dev: Path = Path("/dev"), proc: Path = Path("/proc/driver/nvidia/gpus")) -> bool:
+    """A cheap check that a CUDA device is visible: any /dev/nvidiaN (a pod given GPU 3 sees only /dev/nvidia3)."""
+    return any(p.name[len("nvidia"):].isdigit() for p in dev.glob("nvidia[0-9]*")) or proc.exists()
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,8 @@ class Model:
         warmup: bool = True,
     ) -> Model:
         ort = _import_onnxruntime()
+        if hasattr(ort, "disable_telemetry_events"):
+            ort.disable_telemetry_events()  # an edge service next to an exchange phones nobody
         manifest = load_manifest(model_dir)
         chosen = choose_provider(provider, ort.get_available_providers(), gpu_visible())
         resolved: Literal["int8", "fp32"]
@@ -178,7 +180,8 @@ class Model:
         else:
             raise ConfigurationError(f"precision '{precision}' is not one of auto, int8, fp32")
         name = INT8_FILE if resolved == "int8" else FP32_FILE
-        path = verify_file(model_dir, manifest, name)
+        path = model_dir / name
+        data = verify_file(model_dir, manifest, name)
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
@@ -191,10 +194,17 @@ class Model:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [_PROVIDERS[chosen]] + (["CPUExecutionProvider"] if chosen == "cuda" else [])
         try:
-            session = ort.InferenceSession(path.read_bytes(), sess_options=options, providers=providers)
+            session = ort.InferenceSession(data, sess_options=options, providers=providers)
         except Exception as e:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
             raise ModelLoadError(f"model file '{path}' could not be loaded by onnxruntime: {e}") from e
         _check_signature(session, path)
+        actual = session.get_providers()[0]
+        if actual != _PROVIDERS[chosen]:
+            # onnxruntime silently falls back when the CUDA provider cannot load (driver, libraries).
+            log.warning("requested %s but onnxruntime runs on %s", _PROVIDERS[chosen], actual)
+            if provider == "cuda":
+                raise ConfigurationError(f"execution provider 'cuda' failed to initialise; onnxruntime chose {actual}")
+            chosen = "cpu"
         info = ModelInfo(
             name=str(manifest.get("name", MODEL_NAME)),
             version=str(manifest.get("version", "unknown")),
@@ -229,7 +239,11 @@ class Model:
                 return self._run_iobinding(windows)
             out: Float32Array = self._session.run(self._output_names, {INPUT_NAME: windows})[0]
         except Exception as e:
-            raise InferenceFailed(f"onnxruntime failed on a batch of {len(windows)}: {e}") from e
+            # onnxruntime's text names files and graph nodes: it goes to the log, not to the client.
+            log.error("onnxruntime failed on a batch of %d: %s", len(windows), e)
+            raise InferenceFailed(f"inference failed on a batch of {len(windows)} window(s)") from e
+        if not np.isfinite(out).all():
+            raise InferenceFailed("the model produced non-finite probabilities for this input")
         return out
 
     def _run_iobinding(self, windows: Float32Array) -> Float32Array:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+MIN_KEY_LENGTH = 8
 Precision = Literal["auto", "int8", "fp32"]
 Provider = Literal["auto", "cpu", "cuda"]
 
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
         default=256, ge=1, le=100_000, description="Windows admitted but not yet computed; beyond it: 503."
     )
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body in bytes (413 above).")
+    max_header_bytes: int = Field(
+        default=16 << 10, ge=1024, description="Largest total size of request headers in bytes (431 above)."
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Accepted X-API-Key values (comma-separated in EDGE_API_KEYS)."
     )
@@ -65,6 +69,11 @@ class Settings(BaseSettings):
         description="Fraction of INT8 requests re-run on FP32 off the hot path to measure drift (0 = off).",
     )
     metrics_require_key: bool = Field(default=False, description="Require X-API-Key on /metrics.")
+    drain_delay_s: float = Field(
+        default=0.0, ge=0, le=300,
+        description="Seconds to keep serving with /ready false after SIGTERM before closing the listener, so "
+        "load balancers stop sending first (Kubernetes: or use a preStop sleep).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     access_log: bool = Field(default=False, description="Log one JSON line per request.")
     debug: bool = Field(default=False, description="Include exception text in 500 responses.")
@@ -80,8 +89,8 @@ class Settings(BaseSettings):
     @classmethod
     def _key_length(cls, value: list[SecretStr]) -> list[SecretStr]:
         for key in value:
-            if len(key.get_secret_value()) < 8:
-                raise ValueError("every API key must be at least 8 characters long")
+            if len(key.get_secret_value()) < MIN_KEY_LENGTH:
+                raise ValueError(f"every API key must be at least {MIN_KEY_LENGTH} characters long")
         return value
 
     def all_api_keys(self) -> list[bytes]:
@@ -92,7 +101,12 @@ class Settings(BaseSettings):
                 text = self.api_keys_file.read_text(encoding="utf-8")
             except OSError as e:
                 raise ValueError(f"api_keys_file '{self.api_keys_file}' cannot be read: {e.strerror}") from e
-            keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+            from_file = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+            if any(len(k) < MIN_KEY_LENGTH for k in from_file):
+                raise ValueError(
+                    f"api_keys_file '{self.api_keys_file}': every API key must be at least {MIN_KEY_LENGTH} characters"
+                )
+            keys += from_file
         return [k.encode() for k in keys]
 
     def model_path(self, version: str | None = None) -> Path:

@@ -409,8 +409,9 @@ async def infer(request: Request) -> Response:
     from runtime.app import _authorize  # the one API-key check /predict uses; imported late (see _deadline)
 
     service, version = _served_version(request)
-    if not _ready(service):
-        raise NotReady("model is not ready" if not service.draining else "server is shutting down")
+    if service.model is None or service.batcher is None:
+        # Not `_ready`: while draining after SIGTERM, requests already received are still served.
+        raise NotReady("model is not loaded yet")
     batcher = service.batcher
     assert batcher is not None
     if batcher.queued_windows >= batcher.max_queue:

@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 from conftest import market_windows
 
-from runtime.batching import Batcher
+from runtime.batching import BATCH_INVARIANCE_ATOL, Batcher
 from runtime.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 from runtime.session import Model
-
-#: Dynamic INT8 quantizes activations per tensor over the whole batch, so the other rows of a batch move a
-#: window's probabilities slightly. Measured on the committed model: ~1e-5 typical; this is the stated bound.
-BATCHED_VS_SINGLE_ATOL = 1e-3
-
 
 class RecordingModel:
     """Stands in for the model: sums each window, records batch sizes, can be slowed or broken."""
@@ -177,5 +172,8 @@ def test_batched_equals_unbatched_on_the_real_model_under_concurrency(committed_
     results = asyncio.run(run())
     batched = np.concatenate([r.probabilities for r in results])
     assert max(r.batch_size for r in results) > 1, "requests were never coalesced"
-    np.testing.assert_allclose(batched, single, atol=BATCHED_VS_SINGLE_ATOL)
-    assert (batched.argmax(1) == single.argmax(1)).mean() >= 0.99
+    np.testing.assert_allclose(batched, single, atol=BATCH_INVARIANCE_ATOL)
+    # The signal itself may only differ on near-ties, where the two top classes are within twice the tolerance.
+    top2 = np.sort(single, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * BATCH_INVARIANCE_ATOL
+    assert (batched.argmax(1) == single.argmax(1))[clear].all()

@@ -256,12 +256,6 @@ def _every_candle(field_values: dict[str, float]) -> bytes:
     return json.dumps(body).encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: finite float64 values outside float32's range pass validation and become inf/0 in the float32 "
-    "window: such prices make the model return NaN and the JSON encoder (allow_nan=False) raise, a 500; such a "
-    "volume is scored as inf, a 200 with meaningless output. Either way it should be a 422",
-)
 @pytest.mark.parametrize(
     "values",
     [
@@ -285,12 +279,6 @@ class _FailingSession:
         raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : /srv/secret/models/graph.onnx node Gemm_7")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Model.run wraps onnxruntime's exception text into InferenceFailed's message (runtime/session.py), "
-    "the batcher passes EdgeErrors through as they are, and the error handler puts the message in the 500 body: "
-    "internals (paths, node names) reach the client without --debug",
-)
 def test_onnxruntime_failure_text_is_not_in_the_500(committed_model_dir: Path) -> None:
     from starlette.testclient import TestClient
 
@@ -309,11 +297,6 @@ def test_onnxruntime_failure_text_is_not_in_the_500(committed_model_dir: Path) -
         assert "secret" not in response.text and "ONNXRuntimeError" not in response.text, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: POST /admin/reload reads its body with request.body(), bypassing max_body_bytes (and the "
-    "Content-Type check): any API-key holder can make the server buffer a body of any size",
-)
 def test_admin_reload_body_is_limited_like_predict(make_client: Callable[..., Any]) -> None:
     key = "reload-key-0123456789"
     client = make_client(api_keys=[key], max_body_bytes=4096)

@@ -101,13 +101,6 @@ def test_burst_far_past_capacity_is_answered_with_200_or_503(tmp_path: Path) -> 
                 assert prediction["prediction"]["signal"] in ("sell", "hold", "buy")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: past uvicorn's limit_concurrency (max(64, 4 x max_queue) open connections, set in "
-    "runtime/server.py) uvicorn itself answers every request, /health and /ready included, with a text/plain "
-    "503 'Service Unavailable' without Retry-After, X-Request-Id or the JSON error body; connections that never "
-    "send a byte count and never time out, so 1024 idle sockets (defaults) take the service down",
-)
 def test_connection_limit_answers_with_the_json_503(tmp_path: Path) -> None:
     """Idle keep-alive connections (a client pool, a load balancer) count against the limit too."""
     body = json.dumps(window_to_payload(market_windows(1, seed=7)[0], "BTC/USDT")).encode()
@@ -129,11 +122,6 @@ def test_connection_limit_answers_with_the_json_503(tmp_path: Path) -> None:
     assert health == 200  # liveness must not fail because clients hold connections open
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with http='httptools' uvicorn sets no limit on header size (h11's 16 KiB limit does not apply): a "
-    "1 MiB header on an unauthenticated GET /health is read whole and answered 200 (32 MiB took ~30 MiB RSS)",
-)
 def test_oversized_headers_are_refused(tmp_path: Path) -> None:
     with server(tmp_path, *SMALL) as (proc, port):
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:

@@ -8,8 +8,8 @@ import pytest
 from conftest import market_windows
 
 from runtime.constants import FP32_FILE, INT8_FILE, MANIFEST_FILE
-from runtime.errors import ConfigurationError, ModelLoadError
-from runtime.session import Model, available_cpus, choose_provider, cpu_quota, threads_per_worker
+from runtime.errors import ConfigurationError, InferenceFailed, ModelLoadError
+from runtime.session import Model, available_cpus, choose_provider, cpu_quota, gpu_visible, threads_per_worker
 
 
 def test_loads_verifies_and_predicts(committed_model_dir: Path) -> None:
@@ -129,3 +129,23 @@ def test_cuda_provider_matches_cpu(committed_model_dir: Path) -> None:
     gpu = Model.load(committed_model_dir, precision="fp32", provider="cuda")
     windows = market_windows(64, seed=2)
     np.testing.assert_allclose(gpu.run(windows), cpu.run(windows), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("devices", "expected"),
+    [
+        pytest.param(["nvidia3", "nvidiactl", "nvidia-uvm"], True, id="pod-with-gpu-3"),
+        pytest.param(["nvidiactl", "nvidia-uvm"], False, id="control-devices-only"),
+        pytest.param([], False, id="none"),
+    ],
+)
+def test_gpu_visible_finds_any_device_index(tmp_path: Path, devices: list[str], expected: bool) -> None:
+    for name in devices:
+        (tmp_path / name).touch()
+    assert gpu_visible(tmp_path, tmp_path / "no-proc") is expected
+
+
+def test_inference_failure_does_not_carry_onnxruntime_text(committed_model_dir: Path) -> None:
+    model = Model.load(committed_model_dir, intra_op_threads=1)
+    with pytest.raises(InferenceFailed, match=r"^inference failed on a batch of 1 window\(s\)$"):
+        model.run(np.zeros((1, 60, 4), dtype=np.float32))
