@@ -192,7 +192,7 @@ async def _read_json_body(request: Request, limit: int) -> bytes:
         )
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise BadRequest(f"Content-Length '{declared[:32]}' is not a number")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
