@@ -17,37 +17,40 @@ TARGET_INT8_SPEEDUP: Final = 1.8
 THREAD_COUNTS: Final = (1, 2)
 
 
-def median_latency_ms(
-    path: Path, window: npt.NDArray[np.float32], *, threads: int, runs: int = 500, warmup: int = 50
-) -> dict[str, float]:
-    """Median and p90 of `runs` timed calls after `warmup` untimed ones (first calls allocate and tune)."""
+def _session(path: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {INPUT_NAME: window[None] if window.ndim == 2 else window}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times[i] = time.perf_counter() - start
-    return {"median_ms": float(np.median(times) * 1e3), "p90_ms": float(np.percentile(times, 90) * 1e3)}
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _stats(seconds: npt.NDArray[np.float64]) -> dict[str, float]:
+    return {"median_ms": float(np.median(seconds) * 1e3), "p90_ms": float(np.percentile(seconds, 90) * 1e3)}
 
 
 def compare_latency(
-    fp32_path: Path, int8_path: Path, window: npt.NDArray[np.float32], *, runs: int = 500
+    fp32_path: Path, int8_path: Path, window: npt.NDArray[np.float32], *, runs: int = 500, warmup: int = 50
 ) -> dict[str, Any]:
-    """FP32 vs INT8 at batch 1 for each thread count, with the speed-up and whether the target is met.
+    """FP32 vs INT8 at batch 1 for each thread count: median and p90 of `runs` timed calls after `warmup`.
 
-    The two models are timed alternately per thread count so that background load hits both alike.
+    The two sessions are called alternately, one call each per round, so that load from other processes on a
+    shared machine hits both alike; timing them one after the other made the ratio swing by 2x between runs.
     """
+    feed = {INPUT_NAME: window[None] if window.ndim == 2 else window}
     out: dict[str, Any] = {"batch_size": 1, "runs": runs, "target_int8_speedup": TARGET_INT8_SPEEDUP}
     for threads in THREAD_COUNTS:
-        fp32 = median_latency_ms(fp32_path, window, threads=threads, runs=runs)
-        int8 = median_latency_ms(int8_path, window, threads=threads, runs=runs)
+        sessions = {"fp32": _session(fp32_path, threads), "int8": _session(int8_path, threads)}
+        for _ in range(warmup):  # first calls allocate buffers and pick kernels
+            for session in sessions.values():
+                session.run(None, feed)
+        times = {name: np.empty(runs) for name in sessions}
+        for i in range(runs):
+            for name, session in sessions.items():
+                start = time.perf_counter()
+                session.run(None, feed)
+                times[name][i] = time.perf_counter() - start
+        fp32, int8 = _stats(times["fp32"]), _stats(times["int8"])
         speedup = fp32["median_ms"] / int8["median_ms"]
         out[f"threads_{threads}"] = {
             "fp32": fp32,

@@ -112,6 +112,17 @@ def _summary_text(metrics: dict[str, Any], parity_passed: bool, latency: dict[st
     )
 
 
+def _top2_margin(probs: np.ndarray) -> dict[str, float]:
+    """Gap between the two largest probabilities: how close each window is to an argmax tie."""
+    top = np.sort(probs, axis=1)
+    margin = top[:, -1] - top[:, -2]
+    return {
+        "median": float(np.median(margin)),
+        "p05": float(np.percentile(margin, 5)),
+        "below_0.001": float(np.mean(margin < 1e-3)),
+    }
+
+
 def _best_baseline_delta(model: dict[str, Any], base: dict[str, dict[str, Any]]) -> dict[str, float]:
     best_acc = max(v["accuracy"] for v in base.values())
     best_f1 = max(v["macro_f1"] for v in base.values())
@@ -169,6 +180,7 @@ def run_pipeline(config: TrainingConfig, out_dir: Path, *, version: str = MODEL_
         "baselines": base,
         "best_model_vs_best_baseline": _best_baseline_delta(fp32_metrics, base),
         "val_best_loss": result.best_val_loss,
+        "top2_margin": _top2_margin(torch_fp32_probs),
     }
     plot_loss_curves(result.history, result.best_epoch, out_dir / LOSS_PLOT)
     plot_confusion(fp32_metrics["confusion_matrix"], "Test split, torch FP32", out_dir / CONFUSION_PLOT)
