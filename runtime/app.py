@@ -85,6 +85,8 @@ class Service:
     batcher: Batcher | None = None
     drift: DriftMonitor | None = None
     version: str | None = None
+    #: Requests the HTTP server holds (parsed or not); set by the server. With one, a request may run inline.
+    backlog: Callable[[], int] | None = None
     ready: bool = False
     draining: bool = False
     started: float = field(default_factory=time.perf_counter)
@@ -251,19 +253,28 @@ async def _run(service: Service, request: Request, reqs: list[PredictionRequest]
     deadline = _deadline(request)
     _check_fresh(service, reqs)
     windows = requests_to_windows(reqs)
-    assert service.batcher is not None
-    try:
-        pending = service.batcher.enqueue(windows, deadline=deadline)
-    except Overloaded:
-        service.metrics.rejected.labels("overloaded").inc()
-        raise
+    batcher = service.batcher
+    assert batcher is not None
     want_risk = [r.include_risk for r in reqs]
-    features = window_features(windows) if any(want_risk) else None
-    try:
-        result = await pending
-    except DeadlineExceeded:
-        service.metrics.rejected.labels("deadline").inc()
-        raise
+    result = None
+    if service.backlog is not None and service.backlog() <= 1:
+        # Alone on the server: skip both thread hand-offs (see Batcher.run_inline_if_idle).
+        result = batcher.run_inline_if_idle(windows)
+    if result is not None:
+        features = window_features(windows) if any(want_risk) else None
+    else:
+        try:
+            pending = batcher.enqueue(windows, deadline=deadline)
+        except Overloaded:
+            service.metrics.rejected.labels("overloaded").inc()
+            raise
+        # The candle-only risk features are computed while the model runs on the inference thread.
+        features = window_features(windows) if any(want_risk) else None
+        try:
+            result = await pending
+        except DeadlineExceeded:
+            service.metrics.rejected.labels("deadline").inc()
+            raise
     probs = result.probabilities
     info: ModelInfo = result.tag
     if service.drift is not None and info.precision == "int8":

@@ -159,6 +159,39 @@ class Batcher:
             self._cond.notify()
         return future
 
+    def run_inline_if_idle(self, windows: Float32Array) -> BatchResult | None:
+        """Run on the calling thread when nothing is queued or computing; None when the model is busy.
+
+        For a lone request the two thread hand-offs (wake the inference thread, wake the loop) cost more than
+        the overlap they buy. The caller decides when it is alone; this only guarantees the model is.
+        """
+        with self._cond:
+            if self._busy or self._pending or not self._admitting:
+                return None
+            self._busy = True
+            run, tag = self._run, self._tag
+        start = time.perf_counter()
+        try:
+            probs = run(windows)
+        except EdgeError:
+            self.stats.failed_batches += 1
+            raise
+        except Exception as e:
+            self.stats.failed_batches += 1
+            log.exception("inference failed for a batch of %d windows", len(windows))
+            raise InferenceFailed(f"inference failed: {type(e).__name__}") from e
+        finally:
+            with self._cond:
+                self._busy = False
+                if self._pending:
+                    self._cond.notify()  # requests that queued meanwhile
+        compute_ms = (time.perf_counter() - start) * 1000
+        self.stats.batches += 1
+        self.stats.windows += len(windows)
+        if self._on_batch is not None:
+            self._on_batch(len(windows), compute_ms, 0.0)
+        return BatchResult(probs, len(windows), 0.0, compute_ms, tag)
+
     # -- the inference thread --------------------------------------------------------------------------------
     def _take_batch(self) -> tuple[list[_Item], RunFn, Any] | None:
         with self._cond:

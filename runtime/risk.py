@@ -31,7 +31,7 @@ class WindowFeatures:
     severity: npt.NDArray[np.int64]  # (n,) 1-10
     zero_volume: FloatArray  # (n,) fraction of candles with zero volume
     gap: FloatArray  # (n,) largest |log(open_t / close_{t-1})|
-    spike: FloatArray  # (n,) last volume / window median volume
+    spike: FloatArray  # (n,) last volume / mean volume of the earlier candles
     detection: npt.NDArray[np.int64]  # (n,) 1-10
 
 
@@ -43,8 +43,9 @@ def window_features(windows: FloatArray) -> WindowFeatures:
     vol = np.diff(log_close, axis=1).std(axis=1)  # (n,)
     gap = np.abs(np.log(open_[:, 1:]) - log_close[:, :-1]).max(axis=1)  # (n,)
     zero_volume = (volume <= 0).mean(axis=1)
-    median = np.median(volume, axis=1)
-    spike = volume[:, -1] / np.where(median > 0, median, np.inf)  # 0 where the median volume is 0
+    # The mean of the earlier candles, not the median: np.median costs more than all the other features together.
+    typical = volume[:, :-1].mean(axis=1)
+    spike = volume[:, -1] / np.where(typical > 0, typical, np.inf)  # 0 where earlier volume is all 0
     flags = (zero_volume > 0).astype(np.int64) + (gap > 5 * np.maximum(vol, 1e-12)) + (spike > 5)
     return WindowFeatures(
         volatility=vol,
@@ -76,7 +77,7 @@ def assess(features: WindowFeatures, probabilities: FloatArray) -> list[dict[str
         if features.gap[i] > 5 * max(vol[i], 1e-12):
             factors.append(f"price gap of {features.gap[i]:.2%} between candles")
         if features.spike[i] > 5:
-            factors.append(f"last volume is {features.spike[i]:.1f}x the window median")
+            factors.append(f"last volume is {features.spike[i]:.1f}x the window's average")
         out.append(
             {
                 "severity": int(severity[i]),

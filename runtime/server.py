@@ -61,7 +61,11 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
 
         app = create_app(settings, model_loader=loader)
         config = uvicorn.Config(app, **_uvicorn_kwargs(settings))
-        uvicorn.Server(config).run()
+        server = uvicorn.Server(config)
+        if settings.inline_when_idle:
+            tasks = server.server_state.tasks  # one asyncio task per request the server holds
+            app.state.service.backlog = lambda: len(tasks)
+        server.run()
         return 0
 
     # Verify once in the parent so a bad artifact stops start-up instead of crash-looping N workers.

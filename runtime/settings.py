@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         le=100_000,
         description="Microseconds a batch may wait for more requests once the model is idle (0 = never wait).",
     )
+    inline_when_idle: bool = Field(
+        default=True,
+        description="Run a request on the event loop when it is the only one in the server (saves two thread "
+        "hand-offs at low load); under concurrency requests always go through the batching thread.",
+    )
     max_queue: int = Field(
         default=256, ge=1, le=100_000, description="Windows admitted but not yet computed; beyond it: 503."
     )
