@@ -282,3 +282,12 @@ def test_500_does_not_leak_exception_text(committed_model_dir: Path, payload: An
         assert "secret" not in response.text
         assert "ZeroDivisionError" in body["error"]  # the kind of failure, not its text
         assert client.get("/ready").status_code == 200
+
+
+def test_lone_request_runs_inline_with_the_same_answer(make_client: Any, payload: Any) -> None:
+    client = make_client()
+    queued = _post(client, payload(seed=2)).json()
+    client.app.state.service.backlog = lambda: 1  # what the uvicorn server reports when this request is alone
+    inline = _post(client, payload(seed=2)).json()
+    assert inline["prediction"] == queued["prediction"]
+    assert inline["risk"] == queued["risk"]

@@ -177,3 +177,33 @@ def test_batched_equals_unbatched_on_the_real_model_under_concurrency(committed_
     top2 = np.sort(single, axis=1)[:, -2:]
     clear = (top2[:, 1] - top2[:, 0]) > 2 * BATCH_INVARIANCE_ATOL
     assert (batched.argmax(1) == single.argmax(1))[clear].all()
+
+
+def test_inline_run_only_when_the_model_is_idle() -> None:
+    model = RecordingModel()
+
+    async def body(batcher: Batcher) -> None:
+        result = batcher.run_inline_if_idle(_windows(2, 1))
+        assert result is not None and result.batch_size == 2 and result.queue_ms == 0.0
+        assert result.probabilities[:, 0] == pytest.approx([300, 300])
+        model.gate.clear()
+        queued = batcher.enqueue(_windows(1, 0))
+        await asyncio.sleep(0.02)  # the worker holds it at the gate: the model is busy
+        assert batcher.run_inline_if_idle(_windows(1, 0)) is None
+        model.gate.set()
+        await queued
+
+    asyncio.run(_with_batcher(model, body))
+    assert model.batch_sizes == [2, 1]
+
+
+def test_inline_failure_is_an_inference_error_and_frees_the_model() -> None:
+    model = RecordingModel(fail=True)
+
+    async def body(batcher: Batcher) -> None:
+        with pytest.raises(InferenceFailed, match="RuntimeError"):
+            batcher.run_inline_if_idle(_windows(1, 0))
+        model.fail = False
+        assert batcher.run_inline_if_idle(_windows(1, 0)) is not None
+
+    asyncio.run(_with_batcher(model, body))
