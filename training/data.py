@@ -46,12 +46,18 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "row"
 
 
-def _validate_rows(source: str, rows: Iterable[tuple[str, dict[str, Any]]]) -> list[OHLCVPoint]:
-    """Validate (location, raw row) pairs; collect every problem, including time order, then raise once."""
+def _validate_rows(source: str, rows: Iterable[tuple[str, dict[str, Any] | str]]) -> list[OHLCVPoint]:
+    """Validate (location, raw row) pairs; collect every problem, including time order, then raise once.
+
+    A row given as a string is a problem the reader already found (e.g. a wrong number of cells).
+    """
     points: list[OHLCVPoint] = []
     problems: list[tuple[str, str]] = []
     previous: tuple[str, datetime] | None = None
     for where, raw in rows:
+        if isinstance(raw, str):
+            problems.append((where, raw))
+            continue
         try:
             point = OHLCVPoint.model_validate(raw)
         except ValidationError as e:
@@ -158,10 +164,13 @@ def load_csv(path: str | Path, *, timezone: str | None = None) -> Series:
                 str(path), [("line 1", f"header is {','.join(header)!r}; expected {','.join(CSV_COLUMNS)!r}")]
             )
 
-        def rows() -> Iterator[tuple[str, dict[str, Any]]]:
+        def rows() -> Iterator[tuple[str, dict[str, Any] | str]]:
             for line_no, cells in enumerate(reader, start=2):
                 if len(cells) > len(CSV_COLUMNS):
-                    yield f"line {line_no}", {"_extra": cells}  # OHLCVPoint forbids extra fields
+                    yield (
+                        f"line {line_no}",
+                        f"{len(cells)} cells; expected {len(CSV_COLUMNS)} ({','.join(CSV_COLUMNS)})",
+                    )
                     continue
                 # Short rows: missing cells become None so validation names each missing field.
                 cells = cells + [""] * (len(CSV_COLUMNS) - len(cells))

@@ -26,7 +26,7 @@ def test_clean_csv_loads_as_utc(make_csv: MakeCsv) -> None:
     ("line", "row_patch", "match"),
     [
         pytest.param(3, {2: 90.0, 3: 110.0}, r"line 3: .*high \(90.0\) must be >= low \(110.0\)", id="high-below-low"),
-        pytest.param(4, {4: -1.0}, r"line 4: close: Input should be greater than 0", id="negative-close"),
+        pytest.param(4, {4: -1.0}, r"line 4: close: Input should be greater than", id="negative-close"),
         pytest.param(5, {5: -5}, r"line 5: volume: Input should be greater than or equal to 0", id="negative-volume"),
         pytest.param(6, {1: "nan"}, r"line 6: open: Input should be a finite number", id="nan-open"),
         pytest.param(7, {0: "2020-01-06T00:00:00"}, r"line 7: timestamp: Input should have timezone info", id="naive"),
@@ -83,8 +83,9 @@ def test_wrong_header_is_rejected(make_csv: MakeCsv, header: str, match: str) ->
 def test_extra_cells_are_an_error(make_csv: MakeCsv) -> None:
     rows = synthetic_rows(4)
     rows[1].append("surprise")
-    with pytest.raises(DataValidationError, match=r"line 3: _extra: Extra inputs are not permitted"):
+    with pytest.raises(DataValidationError, match=r"line 3: 7 cells; expected 6 \(timestamp,open") as info:
         load_csv(make_csv(rows))
+    assert len(info.value.problems) == 1
 
 
 def test_csv_timezone_localises_naive_timestamps(make_csv: MakeCsv) -> None:
