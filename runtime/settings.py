@@ -35,9 +35,13 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes sharing the port.")
     intra_op_threads: int = Field(
-        default=0, ge=0, le=256, description="onnxruntime intra-op threads per worker; 0 = CPU quota / workers."
+        default=0, ge=0, le=256,
+        description="onnxruntime intra-op threads per worker; 0 = CPU quota / workers - 1 (one CPU for the loop).",
     )
-    max_batch_size: int = Field(default=32, ge=1, le=1024, description="Most windows coalesced into one model run.")
+    max_batch_size: int = Field(
+        default=8, ge=1, le=1024,
+        description="Most windows coalesced into one model run (the LSTM's cost per window is lowest near 4-8).",
+    )
     max_batch_delay_us: int = Field(
         default=0,
         ge=0,

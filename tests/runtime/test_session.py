@@ -117,7 +117,7 @@ def test_available_cpus_rounds_a_fractional_quota_up(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("configured", "workers", "cpus", "expected"),
-    [(0, 1, 2, 2), (0, 2, 2, 1), (0, 4, 2, 1), (0, 2, 8, 4), (3, 2, 2, 3)],
+    [(0, 1, 2, 1), (0, 2, 2, 1), (0, 4, 2, 1), (0, 2, 8, 3), (0, 1, 8, 7), (0, 1, 1, 1), (3, 2, 2, 3)],
 )
 def test_threads_never_oversubscribe(configured: int, workers: int, cpus: int, expected: int) -> None:
     assert threads_per_worker(configured, workers, cpus) == expected
