@@ -1,7 +1,8 @@
 """The whole benchmark in one command: ``python -m bench`` (or ``python bench/run.py``); ``--quick`` smokes.
 
 Order of work, chosen so that each measurement sees a quiet machine:
-1. the floor (bare onnxruntime, INT8 and FP32, batch 1 and 64), with no server running;
+1. the floor (bare onnxruntime, INT8 and FP32, batch 1, 8 and 64, at each thread count measured), with no
+   server running;
 2. cold start to ready, each configuration a few times, interleaved;
 3. every configuration started once on its own free port and verified (a 200 with a well-formed body whose
    probabilities match bare onnxruntime on the same window);
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -203,16 +205,69 @@ def spec_for(config: dict[str, Any], port: int, args: argparse.Namespace) -> Ser
 
 
 # -- steps ---------------------------------------------------------------------------------------------------
-def floor_threads() -> int:
-    """The intra-op threads one service worker uses by default (the service's own rule)."""
+def check_artifacts(model_dir: Path, *, with_torch: bool) -> str | None:
+    """Every model file the configurations load must match its manifest hash.
+
+    The servers and the floor must all run the same model; a directory caught mid-retrain (one file new, the others
+    old) would otherwise show up as a mysterious probability mismatch or, worse, go unnoticed.
+    """
+    names = ["signal_predictor.int8.onnx", "signal_predictor.onnx"] + (["signal_predictor.pt"] if with_torch else [])
+    try:
+        files = json.loads((model_dir / "manifest.json").read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"'{model_dir / 'manifest.json'}' has no readable 'files' table: {e}"
+    for name in names:
+        entry = files.get(name)
+        expected = entry.get("sha256") if isinstance(entry, dict) else None
+        if expected is None:
+            return f"manifest lists no sha256 for '{name}'; cannot tell whether it is the committed model"
+        actual = hashlib.sha256((model_dir / name).read_bytes()).hexdigest()
+        if actual != expected:
+            return (
+                f"'{model_dir / name}' does not match its manifest (sha256 {actual[:12]}… != {expected[:12]}…): "
+                "is a training run rewriting models/? Benchmark a consistent model directory"
+            )
+    return None
+
+
+def config_threads(config: dict[str, Any]) -> int:
+    """The intra-op threads one worker of a service configuration will use (the service's own rule)."""
+    configured = int((config.get("env") or {}).get("EDGE_INTRA_OP_THREADS", 0))
+    workers = int(config.get("workers", 1))
     try:
         from runtime.session import threads_per_worker
         from runtime.settings import Settings
 
-        return threads_per_worker(Settings().intra_op_threads, 1)
+        env_default = Settings().intra_op_threads
+        return threads_per_worker(configured or env_default, workers)
     except Exception as e:  # the runtime changed shape: fall back to its documented default
-        log.warning("could not read the service's thread default (%s); using all available CPUs", e)
-        return len(os.sched_getaffinity(0))
+        log.warning("could not read the service's thread rule (%s); assuming CPUs / workers", e)
+        return configured or max(1, len(os.sched_getaffinity(0)) // workers)
+
+
+def measure_floor(
+    model_dir: Path, window: np.ndarray[Any, Any], configs: list[dict[str, Any]], seconds: float
+) -> dict[str, Any]:
+    """Bare onnxruntime at the default service's thread count (batch 1, 8, 64), and at batch 1 for every other
+    thread count a measured configuration uses, so each is compared with a floor of its own threading."""
+    default = config_threads({"workers": 1})
+    floor = floor_mod.measure(model_dir, window, intra_op_threads=default, seconds=seconds)
+    floor["by_threads"] = {str(default): floor["points"]}
+    others = sorted({config_threads(c) for c in configs if c["kind"] == "service"} - {default})
+    for t in others:
+        extra = floor_mod.measure(model_dir, window, intra_op_threads=t, seconds=seconds, batch_sizes=(1,))
+        floor["by_threads"][str(t)] = extra["points"]
+    for t, points in floor["by_threads"].items():
+        for key, p in points.items():
+            log.info(
+                "floor %-8s %s thread(s): p50 %.3f ms  p99 %.3f ms  (%d runs)",
+                key,
+                t,
+                p["p50_ms"],
+                p["p99_ms"],
+                p["runs"],
+            )
+    return floor
 
 
 def cold_starts(configs: list[dict[str, Any]], args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
@@ -434,7 +489,7 @@ def machine_meta(args: argparse.Namespace) -> dict[str, Any]:
 
 def estimate_s(args: argparse.Namespace, n_configs: int) -> float:
     load = args.rounds * len(args.connections) * n_configs * (args.duration + args.warmup + 0.3)
-    return load + 8 * args.floor_seconds + args.cold_start_runs * n_configs * 3 + 15
+    return load + 10 * args.floor_seconds + args.cold_start_runs * n_configs * 3 + 15
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -465,6 +520,10 @@ def _main(argv: list[str] | None) -> int:
     if SEED in args.configs and not (model_dir / "signal_predictor.pt").exists():
         log.error("%s is missing: the seed peer loads the PyTorch state_dict", model_dir / "signal_predictor.pt")
         return 2
+    problem = check_artifacts(model_dir, with_torch=SEED in args.configs)
+    if problem:
+        log.error("%s", problem)
+        return 2
     log.info(
         "benchmark of %s at %s connections; about %.0f s",
         ", ".join(c["name"] for c in configs),
@@ -484,11 +543,8 @@ def _main(argv: list[str] | None) -> int:
     window = np.asarray(payload.window(candles), dtype=np.float32)
 
     # 1. floor
-    threads = floor_threads()
-    log.info("floor: bare onnxruntime, %d intra-op thread(s), %.1f s per point", threads, args.floor_seconds)
-    floor = floor_mod.measure(model_dir, window, intra_op_threads=threads, seconds=args.floor_seconds)
-    for key, p in floor["points"].items():
-        log.info("floor %-8s p50 %.3f ms  p99 %.3f ms  (%d runs)", key, p["p50_ms"], p["p99_ms"], p["runs"])
+    log.info("floor: bare onnxruntime, %.1f s per point", args.floor_seconds)
+    floor = measure_floor(model_dir, window, configs, args.floor_seconds)
     expected = floor["probabilities"]
 
     # 2. cold start
@@ -519,9 +575,13 @@ def _main(argv: list[str] | None) -> int:
                 log.info("verified %s: %s (max |Δp| vs bare ORT %s)", s.spec.name, v["detail"], v.get("max_abs_dp"))
             else:
                 log.error("%s answered wrongly, it is NOT measured: %s", s.spec.name, v["detail"])
-        ready_threads = _service_threads(servers)
-        if ready_threads and ready_threads != threads:
-            notes.append(f"the floor used {threads} intra-op thread(s) but the service reports {ready_threads}")
+        for c in configs:
+            ready = (verification.get(c["name"]) or {}).get("ready") or {}
+            if "intra_op_threads" in ready and int(ready["intra_op_threads"]) != config_threads(c):
+                notes.append(
+                    f"`{c['name']}` reports {ready['intra_op_threads']} intra-op thread(s) on /ready but its floor "
+                    f"was measured with {config_threads(c)}"
+                )
         rows, memory = load_rounds(servers, configs, args, body_file)
         for name, s in servers.items():
             s.wait_idle()
@@ -558,7 +618,7 @@ def _main(argv: list[str] | None) -> int:
             summary,
             service=name,
             seed=SEED,
-            floor=floor,
+            floor={"points": floor["by_threads"].get(str(config_threads(c)), floor["points"])},
             cold_start_s=cold.get(name, {}).get("median_s"),
             rss_mb=memory.get(name, {}).get("peak_rss_mb"),
             precision=c["precision"],
@@ -600,7 +660,7 @@ def _main(argv: list[str] | None) -> int:
             for c, p in by_conn.items()
         )
         print(f"  {name:9} {cells}")
-    print(f"Headline ({headline_name}):")
+    print(f"Headline ({headline_name}):" if headline_name else "Headline: no service configuration measured")
     for line in report.headline_lines(headline):
         print("  " + line)
     failed_checks = [n for n, v in verification.items() if not v["ok"]]
@@ -620,15 +680,6 @@ def _ready_info(server: Server) -> dict[str, Any] | None:
     except ValueError:
         return None
     return info if isinstance(info, dict) else None
-
-
-def _service_threads(servers: dict[str, Server]) -> int | None:
-    s = servers.get("int8")
-    info = _ready_info(s) if s is not None else None
-    try:
-        return int(info["intra_op_threads"]) if info else None
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _target_dict(t: report.Target) -> dict[str, Any]:
