@@ -71,9 +71,7 @@ def test_all_targets_pass() -> None:
         pytest.param(0.9, 1600, 0.8, 151, [5], id="too-much-memory"),
     ],
 )
-def test_each_target_fails_on_its_own(
-    p50: float, rps64: float, cold: float, rss: float, failing: list[int]
-) -> None:
+def test_each_target_fails_on_its_own(p50: float, rps64: float, cold: float, rss: float, failing: list[int]) -> None:
     s = report.summarise_rounds(rows_for(service_p50=p50, service_rps64=rps64))
     targets = report.evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=cold, rss_mb=rss)
     assert [i for i, t in enumerate(targets) if t.status == "FAIL"] == failing

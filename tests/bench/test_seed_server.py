@@ -61,9 +61,7 @@ def test_seed_predict_answers_with_model_probabilities(seed_model_dir: Path) -> 
     assert set(out["risk"]) >= {"severity", "occurrence", "detection", "risk_priority_number", "risk_level"}
 
     model, _ = load_model(seed_model_dir)
-    x = torch.tensor(
-        [[[c[k] for k in ("open", "high", "low", "close", "volume")] for c in body["ohlcv_data"]]]
-    )
+    x = torch.tensor([[[c[k] for k in ("open", "high", "low", "close", "volume")] for c in body["ohlcv_data"]]])
     with torch.no_grad():
         expected = model(x)[0].tolist()
     got = [out["prediction"]["probabilities"][k] for k in CLASSES]
