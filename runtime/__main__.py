@@ -79,8 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as e:
         for err in e.errors(include_url=False, include_input=False):
             field = ".".join(str(p) for p in err["loc"])
-            print(f"error: setting '{field}' (--{field.replace('_', '-')} / EDGE_{field.upper()}): {err['msg']}",
-                  file=sys.stderr)
+            print(
+                f"error: setting '{field}' (--{field.replace('_', '-')} / EDGE_{field.upper()}): {err['msg']}",
+                file=sys.stderr,
+            )
         return 2
     logs.configure(settings.log_level)
     try:

@@ -90,6 +90,7 @@ class Service:
     ready: bool = False
     draining: bool = False
     started: float = field(default_factory=time.perf_counter)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def begin_draining(self) -> None:
@@ -134,8 +135,9 @@ class Service:
 
         def load() -> None:
             try:
-                reference = Model.load(self.settings.model_path(self.version), precision="fp32",
-                                       provider=info.provider, intra_op_threads=1)
+                reference = Model.load(
+                    self.settings.model_path(self.version), precision="fp32", provider=info.provider, intra_op_threads=1
+                )
             except Exception:
                 log.exception("drift monitor disabled: the FP32 reference could not be loaded")
                 return
@@ -228,14 +230,19 @@ def _check_fresh(service: Service, reqs: list[PredictionRequest]) -> None:
         return
     now = datetime.now(UTC)
     for i, req in enumerate(reqs):
-        age = (now - req.ohlcv_data[-1].timestamp).total_seconds()
+        age = (now - req.ohlcv_data[-1]["timestamp"]).total_seconds()
         if age > max_age:
             service.metrics.rejected.labels("stale").inc()
             loc: list[str | int] = ["ohlcv_data", len(req.ohlcv_data) - 1, "timestamp"]
             raise StaleWindow(
                 f"window is stale: last candle is {age:.0f} s old, the limit is {max_age:g} s",
-                details=[{"loc": loc if len(reqs) == 1 else ["requests", i, *loc],
-                          "msg": f"last candle older than {max_age:g} s", "type": "stale_window"}],
+                details=[
+                    {
+                        "loc": loc if len(reqs) == 1 else ["requests", i, *loc],
+                        "msg": f"last candle older than {max_age:g} s",
+                        "type": "stale_window",
+                    }
+                ],
             )
 
 
@@ -388,8 +395,16 @@ async def admin_reload(request: Request) -> Response:
         body = await _read_json_body(request, _RELOAD_BODY_LIMIT)
         version = ReloadRequest.model_validate_json(body).version
     old, new = await service.reload(version)
-    return _json(200, {"status": "reloaded", "previous_version": old.version, "model_version": new.version,
-                       "precision": new.precision, "provider": new.provider})
+    return _json(
+        200,
+        {
+            "status": "reloaded",
+            "previous_version": old.version,
+            "model_version": new.version,
+            "precision": new.precision,
+            "provider": new.provider,
+        },
+    )
 
 
 # -- errors -----------------------------------------------------------------------------------------------------
@@ -398,9 +413,7 @@ async def _edge_error(request: Request, exc: Exception) -> Response:
     headers = {"Retry-After": "1"} if exc.status_code == 503 else None
     if exc.status_code == 401:
         headers = {"WWW-Authenticate": "ApiKey"}
-    return _json(
-        exc.status_code, error_body(exc.message, exc.code, exc.details, _request_id(request.scope)), headers
-    )
+    return _json(exc.status_code, error_body(exc.message, exc.code, exc.details, _request_id(request.scope)), headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -450,9 +463,14 @@ class EdgeMiddleware:
         scope["edge.request_id"] = rid
         if header_bytes > self.max_header_bytes:
             # httptools has already buffered them; refusing still keeps them away from every handler.
-            too_large = _json(431, error_body(
-                f"request headers total {header_bytes} bytes, more than the limit of {self.max_header_bytes}",
-                "HEADERS_TOO_LARGE", rid=rid))
+            too_large = _json(
+                431,
+                error_body(
+                    f"request headers total {header_bytes} bytes, more than the limit of {self.max_header_bytes}",
+                    "HEADERS_TOO_LARGE",
+                    rid=rid,
+                ),
+            )
             await too_large(scope, receive, send)
             self.metrics.requests.labels("unmatched", "431").inc()
             return
@@ -538,7 +556,9 @@ def _reload_on_sighup(service: Service) -> None:
             except ReloadFailed:
                 pass  # already logged with the reason; the old model keeps serving
 
-        loop.create_task(run())
+        task = loop.create_task(run())
+        service.background.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(service.background.discard)
 
     try:
         loop.add_signal_handler(signal.SIGHUP, on_hup)
@@ -548,8 +568,9 @@ def _reload_on_sighup(service: Service) -> None:
 
 def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_loader) -> Starlette:
     """Build the ASGI app. The model is loaded and warmed in the lifespan, before /ready turns true."""
-    service = Service(settings=settings, api_keys=settings.all_api_keys(), loader=model_loader,
-                      version=settings.model_version)
+    service = Service(
+        settings=settings, api_keys=settings.all_api_keys(), loader=model_loader, version=settings.model_version
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -609,6 +630,11 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
         },
     )
     app.state.service = service
-    app.add_middleware(EdgeMiddleware, metrics=service.metrics, max_header_bytes=settings.max_header_bytes,
-                       debug=settings.debug, log_requests=settings.access_log)
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=service.metrics,
+        max_header_bytes=settings.max_header_bytes,
+        debug=settings.debug,
+        log_requests=settings.access_log,
+    )
     return app

@@ -151,9 +151,7 @@ class Batcher:
         future: asyncio.Future[BatchResult] = loop.create_future()
         with self._cond:
             if self._pending_windows + n > self.max_queue:
-                raise Overloaded(
-                    f"admission queue full ({self._pending_windows} of {self.max_queue} windows queued)"
-                )
+                raise Overloaded(f"admission queue full ({self._pending_windows} of {self.max_queue} windows queued)")
             self._pending.append(_Item(windows, future, time.perf_counter(), deadline))
             self._pending_windows += n
             self._cond.notify()

@@ -26,8 +26,9 @@ _STOP = None
 class DriftMonitor:
     """A low-priority thread with a small bounded queue: when it is busy, samples are dropped, never waited for."""
 
-    def __init__(self, reference: Model, metrics: Metrics, sample_rate: float, max_pending: int = 8,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, reference: Model, metrics: Metrics, sample_rate: float, max_pending: int = 8, seed: int | None = None
+    ) -> None:
         self.reference = reference
         self.metrics = metrics
         self.sample_rate = sample_rate

@@ -8,8 +8,25 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from runtime.session import ModelInfo
 
 #: Request latency buckets in seconds: the service answers in about a millisecond, so resolve below it.
-_LATENCY_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1,
-                    0.25, 0.5, 1.0, 2.5)
+_LATENCY_BUCKETS = (
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _DIFF_BUCKETS = (1e-5, 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -22,13 +39,18 @@ class Metrics:
         r = self.registry
         self.requests = Counter("edge_requests", "HTTP requests by route and status.", ["route", "status"], registry=r)
         self.latency = Histogram(
-            "edge_request_duration_seconds", "Time from request start to response start.", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "edge_request_duration_seconds",
+            "Time from request start to response start.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge("edge_requests_in_flight", "HTTP requests being handled.", registry=r)
         self.queue_time = Histogram(
-            "edge_queue_seconds", "Time a window waited for its model run (oldest in the batch).",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "edge_queue_seconds",
+            "Time a window waited for its model run (oldest in the batch).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.compute_time = Histogram(
             "edge_compute_seconds", "Model run time per batch.", buckets=_LATENCY_BUCKETS, registry=r
@@ -36,12 +58,16 @@ class Metrics:
         self.batch_size = Histogram("edge_batch_size", "Windows per model run.", buckets=_BATCH_BUCKETS, registry=r)
         self.queued = Gauge("edge_queue_windows", "Windows admitted and waiting for the model.", registry=r)
         self.rejected = Counter(
-            "edge_rejected", "Requests refused before inference, by reason (overloaded, deadline, stale).",
-            ["reason"], registry=r,
+            "edge_rejected",
+            "Requests refused before inference, by reason (overloaded, deadline, stale).",
+            ["reason"],
+            registry=r,
         )
         self.model_info = Gauge(
-            "edge_model_info", "The model being served (value 1).",
-            ["name", "version", "precision", "provider", "intra_op_threads"], registry=r,
+            "edge_model_info",
+            "The model being served (value 1).",
+            ["name", "version", "precision", "provider", "intra_op_threads"],
+            registry=r,
         )
         self.reloads = Counter("edge_model_reloads", "Model reloads by outcome.", ["outcome"], registry=r)
         self.drift_windows = Counter(
@@ -54,8 +80,10 @@ class Metrics:
             "edge_drift_dropped", "Sampled windows skipped because the drift monitor was busy.", registry=r
         )
         self.drift_abs_diff = Histogram(
-            "edge_drift_max_abs_diff", "Per-window max |p_int8 - p_fp32| over the classes.",
-            buckets=_DIFF_BUCKETS, registry=r,
+            "edge_drift_max_abs_diff",
+            "Per-window max |p_int8 - p_fp32| over the classes.",
+            buckets=_DIFF_BUCKETS,
+            registry=r,
         )
         self.drift_worst = Gauge(
             "edge_drift_worst_abs_diff", "Largest per-window |p_int8 - p_fp32| seen since start.", registry=r
@@ -63,8 +91,9 @@ class Metrics:
 
     def set_model(self, info: ModelInfo) -> None:
         self.model_info.clear()
-        self.model_info.labels(info.name, info.version, info.precision, info.provider,
-                               str(info.intra_op_threads)).set(1)
+        self.model_info.labels(info.name, info.version, info.precision, info.provider, str(info.intra_op_threads)).set(
+            1
+        )
 
     def observe_batch(self, size: int, compute_ms: float, queue_ms: float) -> None:
         """Called from the inference thread after every model run."""

@@ -74,7 +74,13 @@ def _get(summary: str, codes: dict[str, str]) -> dict[str, Any]:
 
 @functools.cache
 def openapi_schema() -> dict[str, Any]:
-    models: list[type[BaseModel]] = [PredictionRequest, BatchPredictionRequest, PredictionResponse, BatchPredictionResponse, ErrorResponse]
+    models: list[type[BaseModel]] = [
+        PredictionRequest,
+        BatchPredictionRequest,
+        PredictionResponse,
+        BatchPredictionResponse,
+        ErrorResponse,
+    ]
     _, defs = models_json_schema(
         [(m, "validation" if m.__name__.endswith("Request") else "serialization") for m in models],
         ref_template=_REF,

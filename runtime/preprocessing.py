@@ -10,19 +10,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from runtime.constants import N_FEATURES, WINDOW_LENGTH
-from runtime.schemas import OHLCVPoint, PredictionRequest
+from runtime.schemas import PredictionRequest
 from runtime.types import FloatArray
-
-
-def candles_to_array(points: Sequence[OHLCVPoint]) -> FloatArray:
-    """Candles → float64 array of shape (len(points), 5) in `FEATURES` order."""
-    return np.array([(p.open, p.high, p.low, p.close, p.volume) for p in points], dtype=np.float64)
 
 
 def requests_to_windows(requests: Sequence[PredictionRequest]) -> FloatArray:
     """Requests → float32 model input of shape (n, WINDOW_LENGTH, N_FEATURES)."""
-    out = np.empty((len(requests), WINDOW_LENGTH, N_FEATURES), dtype=np.float32)
-    for i, req in enumerate(requests):
-        out[i] = [(p.open, p.high, p.low, p.close, p.volume) for p in req.ohlcv_data]
-    return out
+    if len(requests) == 1:
+        return requests[0].window[None]
+    return np.stack([req.window for req in requests])

@@ -1,7 +1,8 @@
 """Request and response schemas, shared by the API and by training's data loading.
 
-Pydantic v2 only; no HTTP and no torch here. The rules on one candle (`OHLCVPoint`) are the single
-definition of a valid row: the API applies them to request bodies and training applies them to CSV rows.
+Pydantic v2 only; no HTTP and no torch here. The field rules on a candle (`Price`, `_Volume`, `_Timestamp`) and
+the cross-field rules (`ohlc_violations`) are the single definition of a valid row: the API applies them to
+request bodies and training (through `OHLCVPoint`) to CSV rows.
 """
 
 from __future__ import annotations
@@ -9,8 +10,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+import numpy as np
+import numpy.typing as npt
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+    with_config,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from typing_extensions import TypedDict
 
 from runtime.constants import CLASSES, MAX_BATCH_REQUESTS, WINDOW_LENGTH
 
@@ -32,33 +46,62 @@ Price = Annotated[
 ]
 
 
+_Volume = Annotated[
+    float, Field(ge=0, le=VOLUME_MAX, description="Traded volume in any unit; finite, within [0, 1e30].")
+]
+_Timestamp = Annotated[AwareDatetime, Field(description="Candle open time, timezone-aware (ISO 8601 with offset).")]
+
+
+def ohlc_violations(candles: npt.NDArray[np.float64]) -> list[tuple[int, str, dict[str, float]]]:
+    """The cross-field rules on candles (n, 5) in `FEATURES` order: low <= open, close <= high.
+
+    Returns (row, message template, values) for every broken row. This is the one definition of the rules: the
+    API applies it to a whole window at once, `OHLCVPoint` to one row (training's CSV rows).
+    """
+    o, h, lo, c = candles[:, 0], candles[:, 1], candles[:, 2], candles[:, 3]
+    broken = (h < lo) | (o < lo) | (o > h) | (c < lo) | (c > h)
+    out = []
+    for i in np.flatnonzero(broken):
+        values = {"open": float(o[i]), "high": float(h[i]), "low": float(lo[i]), "close": float(c[i])}
+        if h[i] < lo[i]:
+            out.append((int(i), "high ({high}) must be >= low ({low})", values))
+        elif not lo[i] <= o[i] <= h[i]:
+            out.append((int(i), "open ({open}) must lie within [low, high] = [{low}, {high}]", values))
+        else:
+            out.append((int(i), "close ({close}) must lie within [low, high] = [{low}, {high}]", values))
+    return out
+
+
 class OHLCVPoint(BaseModel):
-    """One candle. Prices are positive and finite; volume is finite and non-negative."""
+    """One candle as a model: for validating rows one at a time (training's CSV loader)."""
 
     model_config = _STRICT
 
-    timestamp: AwareDatetime = Field(description="Candle open time, timezone-aware (ISO 8601 with offset).")
+    timestamp: _Timestamp
     open: Price
     high: Price
     low: Price
     close: Price
-    volume: float = Field(ge=0, le=VOLUME_MAX, description="Traded volume in any unit; finite, within [0, 1e30].")
+    volume: _Volume
 
     @model_validator(mode="after")
     def _check_range(self) -> OHLCVPoint:
-        if self.high < self.low:
-            raise PydanticCustomError("ohlc_range", "high ({high}) must be >= low ({low})", self._prices())
-        if not (self.low <= self.open <= self.high):
-            raise PydanticCustomError("ohlc_range", "open ({open}) must lie within [low, high] = [{low}, {high}]",
-                                      self._prices())
-        if not (self.low <= self.close <= self.high):
-            raise PydanticCustomError(
-                "ohlc_range", "close ({close}) must lie within [low, high] = [{low}, {high}]", self._prices()
-            )
+        row = np.array([[self.open, self.high, self.low, self.close, self.volume]])
+        for _, template, values in ohlc_violations(row):
+            raise PydanticCustomError("ohlc_range", template, values)
         return self
 
-    def _prices(self) -> dict[str, float]:
-        return {"open": self.open, "high": self.high, "low": self.low, "close": self.close}
+
+@with_config(ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=256))
+class Candle(TypedDict):
+    """One candle of a request (the fields of `OHLCVPoint`; the cross-field rules run on the whole window)."""
+
+    timestamp: _Timestamp
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: _Volume
 
 
 class PredictionRequest(BaseModel):
@@ -72,25 +115,59 @@ class PredictionRequest(BaseModel):
         description="Instrument symbol as the exchange writes it, e.g. 'AAPL', 'BTC/USDT', '1000PEPE/USDT'.",
         examples=["BTC/USDT"],
     )
-    ohlcv_data: list[OHLCVPoint] = Field(
+    # Candles are TypedDicts, not models: validated in Rust without building 60 Python objects per request.
+    ohlcv_data: list[Candle] = Field(
         min_length=WINDOW_LENGTH,
         max_length=WINDOW_LENGTH,
-        description=f"Exactly {WINDOW_LENGTH} candles in strictly increasing time order.",
+        description=f"Exactly {WINDOW_LENGTH} candles in strictly increasing time order, with "
+        "low <= open, close <= high on each.",
     )
     include_risk: bool = Field(default=True, description="Add the FMEA risk assessment to the response.")
+    _window: npt.NDArray[np.float32] = PrivateAttr()
 
     @field_validator("ohlcv_data")
     @classmethod
-    def _check_order(cls, points: list[OHLCVPoint]) -> list[OHLCVPoint]:
+    def _check_order(cls, points: list[Candle]) -> list[Candle]:
         for i in range(1, len(points)):
-            if points[i].timestamp <= points[i - 1].timestamp:
+            if points[i]["timestamp"] <= points[i - 1]["timestamp"]:
                 raise PydanticCustomError(
                     "time_order",
                     "ohlcv_data must be in strictly increasing time order: candle {i} ({t}) is not after "
                     "candle {j} ({s})",
-                    {"i": i, "t": points[i].timestamp.isoformat(), "j": i - 1, "s": points[i - 1].timestamp.isoformat()},
+                    {
+                        "i": i,
+                        "t": points[i]["timestamp"].isoformat(),
+                        "j": i - 1,
+                        "s": points[i - 1]["timestamp"].isoformat(),
+                    },
                 )
         return points
+
+    @model_validator(mode="after")
+    def _check_candles(self) -> PredictionRequest:
+        candles = np.array(
+            [(c["open"], c["high"], c["low"], c["close"], c["volume"]) for c in self.ohlcv_data], dtype=np.float64
+        )  # (60, 5)
+        problems = ohlc_violations(candles)
+        if problems:
+            raise ValidationError.from_exception_data(
+                "PredictionRequest",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("ohlc_range", template, values),
+                        loc=("ohlcv_data", row),
+                        input=self.ohlcv_data[row],
+                    )
+                    for row, template, values in problems
+                ],
+            )
+        self._window = candles.astype(np.float32)
+        return self
+
+    @property
+    def window(self) -> npt.NDArray[np.float32]:
+        """The candles as the model's float32 input row, shape (60, 5) in `FEATURES` order."""
+        return self._window
 
 
 class BatchPredictionRequest(BaseModel):

@@ -138,7 +138,7 @@ def choose_provider(requested: str, available: list[str], gpu_visible: bool) -> 
 
 def gpu_visible(dev: Path = Path("/dev"), proc: Path = Path("/proc/driver/nvidia/gpus")) -> bool:
     """A cheap check that a CUDA device is visible: any /dev/nvidiaN (a pod given GPU 3 sees only /dev/nvidia3)."""
-    return any(p.name[len("nvidia"):].isdigit() for p in dev.glob("nvidia[0-9]*")) or proc.exists()
+    return any(p.name[len("nvidia") :].isdigit() for p in dev.glob("nvidia[0-9]*")) or proc.exists()
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,12 @@ class Model:
             model.warm_up()
         log.info(
             "model loaded",
-            extra={"model_version": info.version, "precision": resolved, "provider": chosen, "threads": intra_op_threads},
+            extra={
+                "model_version": info.version,
+                "precision": resolved,
+                "provider": chosen,
+                "threads": intra_op_threads,
+            },
         )
         return model
 

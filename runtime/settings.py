@@ -35,11 +35,15 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes sharing the port.")
     intra_op_threads: int = Field(
-        default=0, ge=0, le=256,
+        default=0,
+        ge=0,
+        le=256,
         description="onnxruntime intra-op threads per worker; 0 = CPU quota / workers - 1 (one CPU for the loop).",
     )
     max_batch_size: int = Field(
-        default=8, ge=1, le=1024,
+        default=8,
+        ge=1,
+        le=1024,
         description="Most windows coalesced into one model run (the LSTM's cost per window is lowest near 4-8).",
     )
     max_batch_delay_us: int = Field(
@@ -74,12 +78,16 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="Reject windows whose last candle is older than this, in seconds (0 = off)."
     )
     drift_sample_rate: float = Field(
-        default=0.01, ge=0, le=1,
+        default=0.01,
+        ge=0,
+        le=1,
         description="Fraction of INT8 requests re-run on FP32 off the hot path to measure drift (0 = off).",
     )
     metrics_require_key: bool = Field(default=False, description="Require X-API-Key on /metrics.")
     drain_delay_s: float = Field(
-        default=0.0, ge=0, le=300,
+        default=0.0,
+        ge=0,
+        le=300,
         description="Seconds to keep serving with /ready false after SIGTERM before closing the listener, so "
         "load balancers stop sending first (Kubernetes: or use a preStop sleep).",
     )

@@ -123,7 +123,8 @@ def test_sigterm_drains_accepted_requests_and_exits_cleanly(tmp_path: Path) -> N
     clients = 6
     results: list[Any] = []
     ready_during_drain: list[int] = []
-    with server(tmp_path, "--graceful-timeout", "20", "--drain-delay-s", "0.5") as (proc, port):
+    # A queue for every window the clients can have in flight: a 503 here would be shedding, not draining.
+    with server(tmp_path, "--graceful-timeout", "20", "--drain-delay-s", "0.5", "--max-queue", "1000") as (proc, port):
 
         def client() -> None:
             # Each client sends several batches back to back, so work is in flight when the signal lands.
