@@ -36,7 +36,7 @@ from training.dataset import LabelSpec, Splits, make_splits
 from training.errors import ArtifactError
 from training.evaluate import baselines, calibration, classification_metrics
 from training.export import export_onnx
-from training.latency import compare_latency
+from training.latency import THREAD_COUNTS, compare_latency
 from training.manifest import file_entries, load_manifest, verify_files, write_manifest
 from training.model import SignalPredictor
 from training.parity import ParityReport, check_parity, make_session, run_onnx, run_torch
@@ -101,7 +101,12 @@ def _summary_text(metrics: dict[str, Any], parity_passed: bool, latency: dict[st
 
     speed = ", ".join(f"{latency[f'threads_{t}']['int8_speedup']:.2f}x at {t} thread(s)" for t in (1, 2))
     met = [t for t in (1, 2) if latency[f"threads_{t}"]["target_met"]]
-    target = "met at every thread count" if len(met) == 2 else f"met at {met or 'no'} thread count(s) only"
+    if len(met) == len(THREAD_COUNTS):
+        target = "met at every thread count"
+    elif met:
+        target = f"met only at {', '.join(map(str, met))} thread(s)"
+    else:
+        target = "not met on this (shared, loaded) machine"
     return (
         f"Test accuracy {fp32['accuracy']:.3f} is {versus(delta['accuracy_delta'])} the best naive baseline "
         f"({delta['best_baseline_accuracy']:.3f}); macro-F1 {fp32['macro_f1']:.3f} is "
