@@ -1,4 +1,3 @@
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -6,16 +5,14 @@ import pytest
 
 pytest.importorskip("pandas")
 
-from conftest import synthetic_rows
+from ohlcv_factories import synthetic_rows, write_csv
 
 from training.data import load_csv, load_source
 from training.errors import DataValidationError
 
-MakeCsv = Callable[..., Path]
 
-
-def test_clean_csv_loads_as_utc(make_csv: MakeCsv) -> None:
-    series = load_csv(make_csv(synthetic_rows(10)))
+def test_clean_csv_loads_as_utc(tmp_path: Path) -> None:
+    series = load_csv(write_csv(tmp_path, synthetic_rows(10)))
     assert list(series.frame.columns) == ["open", "high", "low", "close", "volume"]
     assert len(series.frame) == 10
     assert str(series.frame.index.tz) == "UTC"
@@ -35,23 +32,21 @@ def test_clean_csv_loads_as_utc(make_csv: MakeCsv) -> None:
         pytest.param(10, {1: 200.0}, r"line 10: .*open \(200.0\) must lie within", id="open-above-high"),
     ],
 )
-def test_bad_row_is_reported_with_its_line(
-    make_csv: MakeCsv, line: int, row_patch: dict[int, object], match: str
-) -> None:
+def test_bad_row_is_reported_with_its_line(tmp_path: Path, line: int, row_patch: dict[int, object], match: str) -> None:
     rows = synthetic_rows(12)
     for col, value in row_patch.items():
         rows[line - 2][col] = value  # line 1 is the header
     with pytest.raises(DataValidationError, match=match) as info:
-        load_csv(make_csv(rows))
+        load_csv(write_csv(tmp_path, rows))
     assert len(info.value.problems) == 1  # the other rows are fine and nothing else is reported
 
 
-def test_every_problem_is_listed_and_the_list_is_capped(make_csv: MakeCsv) -> None:
+def test_every_problem_is_listed_and_the_list_is_capped(tmp_path: Path) -> None:
     rows = synthetic_rows(40)
     for row in rows[:30]:
         row[5] = -1  # negative volume on lines 2..31
     with pytest.raises(DataValidationError, match=r"30 invalid row\(s\)") as info:
-        load_csv(make_csv(rows))
+        load_csv(write_csv(tmp_path, rows))
     message = str(info.value)
     assert "line 2:" in message and "line 21:" in message
     assert "line 22:" not in message  # beyond the first 20
@@ -59,12 +54,12 @@ def test_every_problem_is_listed_and_the_list_is_capped(make_csv: MakeCsv) -> No
     assert [where for where, _ in info.value.problems] == [f"line {i}" for i in range(2, 32)]
 
 
-def test_out_of_order_and_duplicate_timestamps_are_errors(make_csv: MakeCsv) -> None:
+def test_out_of_order_and_duplicate_timestamps_are_errors(tmp_path: Path) -> None:
     rows = synthetic_rows(6)
     rows[3][0] = rows[2][0]  # duplicate on line 5
     rows[5][0] = rows[0][0]  # goes back in time on line 7
     with pytest.raises(DataValidationError, match=r"line 5: timestamp .* is not after") as info:
-        load_csv(make_csv(rows))
+        load_csv(write_csv(tmp_path, rows))
     assert [where for where, _ in info.value.problems] == ["line 5", "line 7"]
 
 
@@ -75,30 +70,30 @@ def test_out_of_order_and_duplicate_timestamps_are_errors(make_csv: MakeCsv) -> 
         pytest.param("timestamp,open,high,low,close", "expected 'timestamp,open", id="missing-column"),
     ],
 )
-def test_wrong_header_is_rejected(make_csv: MakeCsv, header: str, match: str) -> None:
+def test_wrong_header_is_rejected(tmp_path: Path, header: str, match: str) -> None:
     with pytest.raises(DataValidationError, match=match):
-        load_csv(make_csv(synthetic_rows(3), header=header))
+        load_csv(write_csv(tmp_path, synthetic_rows(3), header=header))
 
 
-def test_extra_cells_are_an_error(make_csv: MakeCsv) -> None:
+def test_extra_cells_are_an_error(tmp_path: Path) -> None:
     rows = synthetic_rows(4)
     rows[1].append("surprise")
     with pytest.raises(DataValidationError, match=r"line 3: 7 cells; expected 6 \(timestamp,open") as info:
-        load_csv(make_csv(rows))
+        load_csv(write_csv(tmp_path, rows))
     assert len(info.value.problems) == 1
 
 
-def test_csv_timezone_localises_naive_timestamps(make_csv: MakeCsv) -> None:
+def test_csv_timezone_localises_naive_timestamps(tmp_path: Path) -> None:
     rows = synthetic_rows(3)
     for i, row in enumerate(rows):
         row[0] = f"2024-03-0{i + 1}T09:30:00"
-    series = load_csv(make_csv(rows), timezone="America/New_York")
+    series = load_csv(write_csv(tmp_path, rows), timezone="America/New_York")
     assert series.frame.index[0] == datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 
 
-def test_unknown_csv_timezone_is_rejected(make_csv: MakeCsv) -> None:
+def test_unknown_csv_timezone_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a known IANA time zone"):
-        load_csv(make_csv(synthetic_rows(3)), timezone="Mars/Olympus")
+        load_csv(write_csv(tmp_path, synthetic_rows(3)), timezone="Mars/Olympus")
 
 
 def test_unknown_data_spec_is_rejected(tmp_path: Path) -> None:

@@ -1,4 +1,3 @@
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +5,7 @@ import pytest
 
 pytest.importorskip("pandas")
 
-from conftest import synthetic_rows
+from ohlcv_factories import synthetic_rows, write_csv
 
 from runtime.constants import WINDOW_LENGTH
 from training.data import load_csv
@@ -29,8 +28,8 @@ def test_label_rule(forward: float, sigma: float, expected: int) -> None:
     assert label_returns(np.array([forward]), np.array([sigma]), SPEC)[0] == expected
 
 
-def test_samples_use_the_right_days(make_csv: Callable[..., Path]) -> None:
-    series = load_csv(make_csv(synthetic_rows(100)))
+def test_samples_use_the_right_days(tmp_path: Path) -> None:
+    series = load_csv(write_csv(tmp_path, synthetic_rows(100)))
     samples = make_samples(series, SPEC)
     assert len(samples) == 100 - WINDOW_LENGTH - SPEC.horizon + 1
     frame = series.frame
@@ -44,8 +43,8 @@ def test_samples_use_the_right_days(make_csv: Callable[..., Path]) -> None:
     assert samples.label_end[0] == frame.index[t + SPEC.horizon].tz_localize(None).to_datetime64()
 
 
-def test_splits_do_not_leak(make_csv: Callable[..., Path]) -> None:
-    series = load_csv(make_csv(synthetic_rows(600)))
+def test_splits_do_not_leak(tmp_path: Path) -> None:
+    series = load_csv(write_csv(tmp_path, synthetic_rows(600)))
     splits = make_splits([series], SPEC, 0.6, 0.2)
     ranges = splits.boundaries.ranges()
     for name, part in splits.items():
@@ -73,7 +72,7 @@ def test_class_weights_reject_a_missing_class() -> None:
         class_weights(np.array([HOLD, BUY]))
 
 
-def test_too_short_series_is_rejected(make_csv: Callable[..., Path]) -> None:
-    series = load_csv(make_csv(synthetic_rows(WINDOW_LENGTH)))
+def test_too_short_series_is_rejected(tmp_path: Path) -> None:
+    series = load_csv(write_csv(tmp_path, synthetic_rows(WINDOW_LENGTH)))
     with pytest.raises(ValueError, match="too few"):
         make_samples(series, SPEC)

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 import onnx
-from conftest import HEADER, synthetic_rows
+from ohlcv_factories import HEADER, synthetic_rows, write_csv
 
 from runtime.constants import FP32_FILE, INPUT_NAME, INT8_FILE, MANIFEST_FILE, OUTPUT_NAME, TORCH_FILE
 from training.cli import main
@@ -121,6 +120,6 @@ def test_parity_cli_reports_a_missing_manifest(tmp_path: Path, capsys: pytest.Ca
     assert "manifest.json not found" in capsys.readouterr().err
 
 
-def test_train_cli_rejects_a_bad_config(make_csv: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--data", str(make_csv(synthetic_rows(5))), "--lr", "0"]) == 2
+def test_train_cli_rejects_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--data", str(write_csv(tmp_path, synthetic_rows(5))), "--lr", "0"]) == 2
     assert "greater than 0" in capsys.readouterr().err

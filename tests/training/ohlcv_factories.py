@@ -1,14 +1,12 @@
-"""Factories shared by the training tests. Kept torch-free so runtime-only environments can still collect."""
+"""Synthetic OHLCV rows for the training tests (a plain module: test files import it by name)."""
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 HEADER = "timestamp,open,high,low,close,volume"
 CsvRow = Sequence[object]
@@ -29,15 +27,13 @@ def synthetic_rows(n: int, *, period: int = 20, start: datetime | None = None, s
     return rows
 
 
-@pytest.fixture
-def make_csv(tmp_path: Path) -> Callable[..., Path]:
-    """Write rows (header added) to a CSV in tmp_path and return its path."""
-    counter = iter(range(1_000_000))
+def write_csv(directory: Path, rows: Sequence[CsvRow], *, header: str = HEADER, name: str = "data.csv") -> Path:
+    """Write rows (header added) to `directory`/`name` and return the path.
 
-    def factory(rows: Sequence[CsvRow], *, header: str = HEADER, name: str | None = None) -> Path:
-        path = tmp_path / (name or f"data{next(counter)}.csv")
-        lines = [header, *(",".join(str(cell) for cell in row) for row in rows)]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return path
-
-    return factory
+    A plain function rather than a conftest fixture: tests/runtime imports helpers with ``from conftest import``,
+    which a second conftest.py module under tests/ would shadow.
+    """
+    path = directory / name
+    lines = [header, *(",".join(str(cell) for cell in row) for row in rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
