@@ -123,6 +123,7 @@ def load_arch(name: str) -> Series:
         "timezone_note": "arch dates are naive trading days; localised to UTC midnight",
         "zero_volume_days": zero_volume,
         "days_with_high_equal_low": flat,
+        "adj_close_equals_close": bool((raw["Adj Close"] == raw["Close"]).all()),
         "sha256_of_values": _frame_digest(frame),
     }
     return Series(name=name, frame=frame, provenance=provenance)

@@ -172,8 +172,9 @@ def _quirks(provenance: list[dict[str, Any]]) -> str:
     for p in provenance:
         if p.get("zero_volume_days"):
             notes.append(f"{p['source']} has zero volume on {', '.join(p['zero_volume_days'])}")
-    notes.append("arch's `Adj Close` equals `Close` for these price indices and is not used")
-    return "; ".join(notes) + "."
+    if provenance and all(p.get("adj_close_equals_close") for p in provenance):
+        notes.append("arch's `Adj Close` equals `Close` on every row of these price indices and is not used")
+    return "; ".join(notes) + "." if notes else "none found."
 
 
 def run_pipeline(config: TrainingConfig, out_dir: Path, *, version: str = MODEL_VERSION) -> PipelineResult:
