@@ -338,9 +338,9 @@ def verify(server: Server, body: bytes, expected: dict[str, list[float]], api_ke
 
 def load_rounds(
     servers: dict[str, Server], configs: list[dict[str, Any]], args: argparse.Namespace, body_file: Path
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float | None]]]:
     rows: list[dict[str, Any]] = []
-    memory: dict[str, dict[str, float]] = {}
+    memory: dict[str, dict[str, float | None]] = {}
     names = [c["name"] for c in configs if c["name"] in servers]
     top = max(args.connections)
     dead: set[str] = set()
@@ -378,8 +378,8 @@ def load_rounds(
                         mem = server.memory()
                         prev = memory.get(name, {})
                         memory[name] = {
-                            "peak_rss_mb": max(prev.get("peak_rss_mb", 0.0), sampler.peak_rss_mb, mem["rss_mb"]),
-                            "hwm_mb": max(prev.get("hwm_mb", 0.0), mem["hwm_mb"]),
+                            "peak_rss_mb": max(prev.get("peak_rss_mb") or 0.0, sampler.peak_rss_mb, mem["rss_mb"]),
+                            "hwm_mb": max(prev.get("hwm_mb") or 0.0, mem["hwm_mb"]),
                             "pss_mb": sampler.pss_mb if sampler.pss_mb is not None else prev.get("pss_mb"),
                             "processes": mem["processes"],
                         }
@@ -489,7 +489,7 @@ def machine_meta(args: argparse.Namespace) -> dict[str, Any]:
 
 def estimate_s(args: argparse.Namespace, n_configs: int) -> float:
     load = args.rounds * len(args.connections) * n_configs * (args.duration + args.warmup + 0.3)
-    return load + 10 * args.floor_seconds + args.cold_start_runs * n_configs * 3 + 15
+    return float(load + 10 * args.floor_seconds + args.cold_start_runs * n_configs * 3 + 15)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -554,7 +554,7 @@ def _main(argv: list[str] | None) -> int:
     servers: dict[str, Server] = {}
     verification: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    memory: dict[str, dict[str, float]] = {}
+    memory: dict[str, dict[str, float | None]] = {}
     all_servers = [Server(spec_for(c, p := free_port(), args), p, log_dir) for c in configs]
     with running(all_servers):
         for s in all_servers:

@@ -101,7 +101,7 @@ def test_markdown_and_plot_are_written(tmp_path: Any) -> None:
     rows = rows_for(service_p50=0.9, service_rps64=1600)
     s = report.summarise_rounds(rows)
     targets = report.evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=0.8, rss_mb=120)
-    results = {
+    results: dict[str, Any] = {
         "meta": {
             "quick": True,
             "started_utc": "now",

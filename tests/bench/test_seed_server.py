@@ -17,7 +17,7 @@ def seed_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.model import SignalPredictor
 
     torch.manual_seed(0)
-    arch = {"hidden_size": 16, "num_layers": 2, "dropout": 0.1}
+    arch: dict[str, Any] = {"hidden_size": 16, "num_layers": 2, "dropout": 0.1}
     model = SignalPredictor(**arch)
     d = tmp_path_factory.mktemp("seed_model")
     torch.save(model.state_dict(), d / "signal_predictor.pt")
