@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         description="Run a request on the event loop when it is the only one in the server (saves two thread "
         "hand-offs at low load); under concurrency requests always go through the batching thread.",
     )
+    gil_switch_interval_us: int = Field(
+        default=250, ge=50, le=100_000,
+        description="Python's GIL switch interval in microseconds. The inference thread must retake the GIL when "
+        "onnxruntime returns; at Python's default (5000) it waits behind a busy event loop.",
+    )
     max_queue: int = Field(
         default=256, ge=1, le=100_000, description="Windows admitted but not yet computed; beyond it: 503."
     )
