@@ -3,9 +3,10 @@
 We use torch's TorchScript-based exporter (``dynamo=False``) on purpose. It emits each LSTM layer as one native
 ONNX ``LSTM`` node whose W/R/B weights are plain initializers, which is what onnxruntime's dynamic quantizer needs
 to produce ``DynamicQuantizeLSTM``. torch 2.13's default dynamo exporter instead computes the reordered recurrent
-weights inside the graph, so `quantize_dynamic` silently leaves the LSTMs in FP32 unless the graph is
-pre-processed (``onnxruntime.quantization.quant_pre_process``); it also writes a separate ``.onnx.data`` file
-unless told otherwise. `quantize.py` asserts the integer ops either way.
+weights inside the graph, so `quantize_dynamic` finds no LSTM weights: it silently leaves the LSTMs in FP32
+or, with onnx 1.23 / onnxruntime 1.31, fails shape inference, unless the graph is pre-processed
+(``onnxruntime.quantization.quant_pre_process``); it also writes a separate ``.onnx.data`` file unless told
+otherwise. `quantize.py` asserts the integer ops either way.
 """
 
 from __future__ import annotations
