@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime import __version__
 from runtime.batching import Batcher
+from runtime.body import read_limited_body
 from runtime.constants import CLASSES
 from runtime.drift import DriftMonitor
 from runtime.errors import (
@@ -36,7 +37,6 @@ from runtime.errors import (
     EdgeError,
     NotReady,
     Overloaded,
-    PayloadTooLarge,
     StaleWindow,
     Unauthorized,
     UnsupportedMediaType,
@@ -194,20 +194,7 @@ async def _read_json_body(request: Request, limit: int) -> bytes:
             f"Content-Type '{content_type[:100]}' is not supported; send 'application/json'",
             details=[{"loc": ["header", "content-type"], "msg": "must be application/json", "type": "media_type"}],
         )
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            raise BadRequest(f"Content-Length '{declared[:32]}' is not a number")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await read_limited_body(request, limit)
     if not body:
         raise BadRequest("request body is empty; send a JSON object")
     return body

@@ -58,7 +58,9 @@ class Settings(BaseSettings):
         "hand-offs at low load); under concurrency requests always go through the batching thread.",
     )
     gil_switch_interval_us: int = Field(
-        default=250, ge=50, le=100_000,
+        default=250,
+        ge=50,
+        le=100_000,
         description="Python's GIL switch interval in microseconds. The inference thread must retake the GIL when "
         "onnxruntime returns; at Python's default (5000) it waits behind a busy event loop.",
     )

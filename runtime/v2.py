@@ -44,6 +44,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runtime import __version__
+from runtime.body import read_limited_body
 from runtime.constants import INPUT_NAME, MODEL_NAME, N_CLASSES, N_FEATURES, OUTPUT_NAME, WINDOW_LENGTH
 from runtime.errors import (
     BadRequest,
@@ -199,20 +200,7 @@ def _is_byte_count(value: str) -> bool:
 # -- body ----------------------------------------------------------------------------------------------------
 async def _read_body(request: Request, limit: int) -> bytes:
     """The (decompressed) body, refusing more than `limit` bytes before or after decompression."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not _is_byte_count(declared):
-            raise BadRequest(f"Content-Length '{declared[:32]}' is not a number")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await read_limited_body(request, limit)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return body
