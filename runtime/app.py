@@ -11,8 +11,8 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +87,8 @@ class Service:
     version: str | None = None
     #: Requests the HTTP server holds (parsed or not); set by the server. With one, a request may run inline.
     backlog: Callable[[], int] | None = None
+    #: Requests past admission and not yet answered (see `admission`).
+    admitted: int = 0
     ready: bool = False
     draining: bool = False
     started: float = field(default_factory=time.perf_counter)
@@ -204,11 +206,30 @@ def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     if service.batcher is None or service.model is None:
         raise NotReady("model is not loaded yet")
-    if service.batcher.queued_windows >= service.batcher.max_queue:
-        # Shed before reading and parsing the body: under overload that work is what we cannot afford.
-        service.metrics.rejected.labels("overloaded").inc()
-        raise Overloaded(f"admission queue full ({service.batcher.max_queue} windows queued); retry shortly")
     return service
+
+
+@contextmanager
+def admission(service: Service) -> Iterator[None]:
+    """Admit a request or answer 503 at once, before its body is read or parsed (work overload cannot afford).
+
+    Two bounds: windows queued for the model, and requests admitted and not yet answered. The second bounds the
+    latency of what is accepted: requests also wait in the event loop (to be parsed) before the model's queue.
+    """
+    batcher = service.batcher
+    assert batcher is not None
+    if batcher.queued_windows >= batcher.max_queue:
+        service.metrics.rejected.labels("overloaded").inc()
+        raise Overloaded(f"admission queue full ({batcher.max_queue} windows queued); retry shortly")
+    limit = service.settings.max_pending_requests
+    if service.admitted >= limit:
+        service.metrics.rejected.labels("overloaded").inc()
+        raise Overloaded(f"{limit} requests already admitted; retry shortly")
+    service.admitted += 1
+    try:
+        yield
+    finally:
+        service.admitted -= 1
 
 
 def _check_fresh(service: Service, reqs: list[PredictionRequest]) -> None:
@@ -311,19 +332,21 @@ def _deadline(request: Request) -> float | None:
 # -- routes -----------------------------------------------------------------------------------------------------
 async def predict(request: Request) -> Response:
     service = _service(request)
-    _authorize(request, service)
-    body = await _read_json_body(request, service.settings.max_body_bytes)
-    req = PredictionRequest.model_validate_json(body)
-    [payload], _ = await _run(service, request, [req])
+    with admission(service):
+        _authorize(request, service)
+        body = await _read_json_body(request, service.settings.max_body_bytes)
+        req = PredictionRequest.model_validate_json(body)
+        [payload], _ = await _run(service, request, [req])
     return _json(200, payload)
 
 
 async def predict_batch(request: Request) -> Response:
     service = _service(request)
-    _authorize(request, service)
-    body = await _read_json_body(request, service.settings.max_body_bytes)
-    batch = BatchPredictionRequest.model_validate_json(body)
-    predictions, compute_ms = await _run(service, request, batch.requests)
+    with admission(service):
+        _authorize(request, service)
+        body = await _read_json_body(request, service.settings.max_body_bytes)
+        batch = BatchPredictionRequest.model_validate_json(body)
+        predictions, compute_ms = await _run(service, request, batch.requests)
     return _json(
         200,
         {

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         default=256, ge=1, le=100_000, description="Windows admitted but not yet computed; beyond it: 503."
     )
+    max_pending_requests: int = Field(
+        default=128,
+        ge=1,
+        le=100_000,
+        description="Requests the server may hold (read, parsed or queued) before new ones get 503 at once; "
+        "bounds the latency of accepted requests under overload (single-worker mode).",
+    )
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body in bytes (413 above).")
     max_header_bytes: int = Field(
         default=16 << 10, ge=1024, description="Largest total size of request headers in bytes (431 above)."

@@ -394,18 +394,21 @@ async def model_ready(request: Request) -> Response:
 
 @_v2_errors
 async def infer(request: Request) -> Response:
-    from runtime.app import _authorize  # the one API-key check /predict uses; imported late (see _deadline)
+    from runtime.app import admission  # shared with /predict; imported late (see _deadline)
 
     service, version = _served_version(request)
     if service.model is None or service.batcher is None:
         # Not `_ready`: while draining after SIGTERM, requests already received are still served.
         raise NotReady("model is not loaded yet")
+    with admission(service):  # as /predict: shed before the body is read
+        return await _infer(request, service, version)
+
+
+async def _infer(request: Request, service: Service, version: str) -> Response:
+    from runtime.app import _authorize  # the one API-key check /predict uses
+
     batcher = service.batcher
     assert batcher is not None
-    if batcher.queued_windows >= batcher.max_queue:
-        # Shed before reading and parsing the body, as /predict does: under overload that work is unaffordable.
-        service.metrics.rejected.labels("overloaded").inc()
-        raise Overloaded(f"admission queue full ({batcher.max_queue} windows queued); retry shortly")
     _authorize(request, service)
     body = await _read_body(request, service.settings.max_body_bytes)
     header, tail = _split_body(body, request.headers.get(HEADER_LENGTH))

@@ -291,3 +291,15 @@ def test_lone_request_runs_inline_with_the_same_answer(make_client: Any, payload
     inline = _post(client, payload(seed=2)).json()
     assert inline["prediction"] == queued["prediction"]
     assert inline["risk"] == queued["risk"]
+
+
+def test_admission_limit_sheds_with_retry_after(make_client: Any, payload: Any) -> None:
+    client = make_client(max_pending_requests=1)
+    service = client.app.state.service
+    service.admitted = 1  # one request already admitted and not yet answered
+    response = _post(client, payload())
+    body = _assert_error(response, 503, "OVERLOADED")
+    assert response.headers["retry-after"] == "1" and "already admitted" in body["error"]
+    service.admitted = 0
+    assert _post(client, payload()).status_code == 200
+    assert service.admitted == 0  # released after the response

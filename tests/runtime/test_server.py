@@ -159,3 +159,48 @@ def test_sigterm_drains_accepted_requests_and_exits_cleanly(tmp_path: Path) -> N
     assert ready_during_drain == [503]
     assert results and all(r == 200 for r in results), results  # every request the server took was answered
     assert "Traceback" not in output
+
+
+def test_reload_under_load_drops_no_request(tmp_path: Path, committed_model_dir: Path) -> None:
+    import shutil
+
+    root = tmp_path / "models"
+    for version in ("v1", "v2"):
+        shutil.copytree(committed_model_dir, root / version)
+        manifest = json.loads((root / version / "manifest.json").read_text())
+        manifest["version"] = version
+        (root / version / "manifest.json").write_text(json.dumps(manifest))
+    body = _predict_body(seed=1)
+    statuses: list[int] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+    with server(tmp_path, "--model-dir", str(root), "--model-version", "v1") as (_, port):
+
+        def client() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                while not stop.is_set():
+                    conn.request("POST", "/predict", body=body, headers=AUTH)
+                    response = conn.getresponse()
+                    payload = json.loads(response.read())
+                    statuses.append(response.status)
+                    if response.status == 200:
+                        versions.add(payload["model_version"])
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        reloads = []
+        for target in ("v2", "v1", "v2"):
+            time.sleep(0.3)
+            reloads.append(_request(port, "POST", "/admin/reload", json.dumps({"version": target}).encode(), AUTH))
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert [status for status, _ in reloads] == [200, 200, 200], reloads
+    assert [body["model_version"] for _, body in reloads] == ["v2", "v1", "v2"]
+    assert len(statuses) > 50 and set(statuses) == {200}, sorted(set(statuses))
+    assert versions == {"v1", "v2"}
