@@ -16,20 +16,7 @@ from typing import Any
 import numpy as np
 
 from runtime.constants import FP32_FILE, INPUT_NAME, INT8_FILE, OUTPUT_NAME
-
-
-def session_options(intra_op_threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if intra_op_threads == 1:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
+from runtime.session import session_options
 
 
 def load_session(model_dir: Path, precision: str, intra_op_threads: int) -> Any:

@@ -86,6 +86,21 @@ def threads_per_worker(configured: int, workers: int, cpus: int | None = None) -
     return max(1, per_worker - 1)
 
 
+def session_options(intra_op_threads: int) -> Any:
+    """The onnxruntime session options the service uses (the benchmark's floor uses the same)."""
+    ort = _import_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if intra_op_threads == 1:
+        # A single thread never needs to spin waiting for siblings.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def load_manifest(model_dir: Path) -> dict[str, Any]:
     path = model_dir / MANIFEST_FILE
     try:
@@ -187,15 +202,7 @@ class Model:
         path = model_dir / name
         data = verify_file(model_dir, manifest, name)
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        if intra_op_threads == 1:
-            # A single thread never needs to spin waiting for siblings.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(intra_op_threads)
         providers = [_PROVIDERS[chosen]] + (["CPUExecutionProvider"] if chosen == "cuda" else [])
         try:
             session = ort.InferenceSession(data, sess_options=options, providers=providers)
