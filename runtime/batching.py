@@ -168,27 +168,32 @@ class Batcher:
                 return None
             self._busy = True
             run, tag = self._run, self._tag
-        start = time.perf_counter()
         try:
-            probs = run(windows)
-        except EdgeError:
-            self.stats.failed_batches += 1
-            raise
-        except Exception as e:
-            self.stats.failed_batches += 1
-            log.exception("inference failed for a batch of %d windows", len(windows))
-            raise InferenceFailed(f"inference failed: {type(e).__name__}") from e
+            probs, compute_ms = self._compute(run, windows, queue_ms=0.0)
         finally:
             with self._cond:
                 self._busy = False
                 if self._pending:
                     self._cond.notify()  # requests that queued meanwhile
+        return BatchResult(probs, len(windows), 0.0, compute_ms, tag)
+
+    def _compute(self, run: RunFn, windows: Float32Array, queue_ms: float) -> tuple[Float32Array, float]:
+        """One model run with its bookkeeping; any failure becomes an `EdgeError` (InferenceFailed if unknown)."""
+        start = time.perf_counter()
+        try:
+            probs = run(windows)
+        except Exception as e:
+            self.stats.failed_batches += 1
+            log.exception("inference failed for a batch of %d windows", len(windows))
+            if isinstance(e, EdgeError):
+                raise
+            raise InferenceFailed(f"inference failed: {type(e).__name__}") from e
         compute_ms = (time.perf_counter() - start) * 1000
         self.stats.batches += 1
         self.stats.windows += len(windows)
         if self._on_batch is not None:
-            self._on_batch(len(windows), compute_ms, 0.0)
-        return BatchResult(probs, len(windows), 0.0, compute_ms, tag)
+            self._on_batch(len(windows), compute_ms, queue_ms)
+        return probs, compute_ms
 
     # -- the inference thread --------------------------------------------------------------------------------
     def _take_batch(self) -> tuple[list[_Item], RunFn, Any] | None:
@@ -239,24 +244,12 @@ class Batcher:
         if not live:
             return
         windows = live[0].windows if len(live) == 1 else np.concatenate([it.windows for it in live])
+        oldest_ms = max((start - it.submitted) * 1000 for it in live)
         try:
-            probs = run(windows)
-        except EdgeError as e:
-            self.stats.failed_batches += 1
-            log.exception("inference failed for a batch of %d windows", len(windows))
+            probs, compute_ms = self._compute(run, windows, queue_ms=oldest_ms)
+        except EdgeError as e:  # a failure must reach every waiter of the batch
             loop.call_soon_threadsafe(_fail, live, e)
             return
-        except Exception as e:  # a failure must reach every waiter, whatever it is
-            self.stats.failed_batches += 1
-            log.exception("inference failed for a batch of %d windows", len(windows))
-            loop.call_soon_threadsafe(_fail, live, InferenceFailed(f"inference failed: {type(e).__name__}"))
-            return
-        end = time.perf_counter()
-        compute_ms = (end - start) * 1000
-        self.stats.batches += 1
-        self.stats.windows += len(windows)
-        if self._on_batch is not None:
-            self._on_batch(len(windows), compute_ms, max((start - it.submitted) * 1000 for it in live))
         results = []
         offset = 0
         for it in live:

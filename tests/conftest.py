@@ -53,6 +53,19 @@ def model_dir_copy(tmp_path: Path, committed_model_dir: Path) -> Path:
     return dst
 
 
+def versioned_model_dir(tmp_path: Path, committed: Path, versions: tuple[str, ...] = ("v1", "v2")) -> Path:
+    """models/<version>/ copies of the committed model, each manifest naming its version (for reload tests)."""
+    import shutil
+
+    root = tmp_path / "models"
+    for version in versions:
+        shutil.copytree(committed, root / version)
+        manifest = json.loads((root / version / "manifest.json").read_text())
+        manifest["version"] = version
+        (root / version / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
 def market_windows(n: int, seed: int = 0) -> np.ndarray:
     """n real S&P 500 windows (float32, [n, 60, 5]) if `arch` is installed, else a random walk."""
     try:

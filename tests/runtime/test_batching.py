@@ -14,6 +14,7 @@ from runtime.batching import BATCH_INVARIANCE_ATOL, Batcher
 from runtime.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 from runtime.session import Model
 
+
 class RecordingModel:
     """Stands in for the model: sums each window, records batch sizes, can be slowed or broken."""
 

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import market_windows, window_to_payload
+from conftest import market_windows, versioned_model_dir, window_to_payload
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.constants import INT8_FILE
@@ -97,18 +96,8 @@ def test_stale_window_is_rejected_and_counted(make_client: Any) -> None:
     assert _samples(client)[("edge_rejected_total", (("reason", "stale"),))] == 1
 
 
-def _versioned_dir(tmp_path: Path, committed: Path) -> Path:
-    root = tmp_path / "models"
-    for version in ("v1", "v2"):
-        shutil.copytree(committed, root / version)
-        manifest = json.loads((root / version / "manifest.json").read_text())
-        manifest["version"] = version
-        (root / version / "manifest.json").write_text(json.dumps(manifest))
-    return root
-
-
 def test_reload_switches_version_atomically(make_client: Any, tmp_path: Path, committed_model_dir: Path) -> None:
-    root = _versioned_dir(tmp_path, committed_model_dir)
+    root = versioned_model_dir(tmp_path, committed_model_dir)
     client = make_client(model_dir=root, model_version="v1", api_keys="admin-key-123")
     auth = {"x-api-key": "admin-key-123"}
     assert _predict(client, **auth).json()["model_version"] == "v1"
@@ -130,7 +119,7 @@ def test_reload_switches_version_atomically(make_client: Any, tmp_path: Path, co
 def test_failed_reload_keeps_the_old_model(
     make_client: Any, tmp_path: Path, committed_model_dir: Path, damage: str, match: str
 ) -> None:
-    root = _versioned_dir(tmp_path, committed_model_dir)
+    root = versioned_model_dir(tmp_path, committed_model_dir)
     target = "v2"
     if damage == "corrupt":
         path = root / "v2" / INT8_FILE

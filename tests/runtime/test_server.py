@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from conftest import market_windows, window_to_payload
+from conftest import market_windows, versioned_model_dir, window_to_payload
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "test-key-0123456789"
@@ -162,14 +162,7 @@ def test_sigterm_drains_accepted_requests_and_exits_cleanly(tmp_path: Path) -> N
 
 
 def test_reload_under_load_drops_no_request(tmp_path: Path, committed_model_dir: Path) -> None:
-    import shutil
-
-    root = tmp_path / "models"
-    for version in ("v1", "v2"):
-        shutil.copytree(committed_model_dir, root / version)
-        manifest = json.loads((root / version / "manifest.json").read_text())
-        manifest["version"] = version
-        (root / version / "manifest.json").write_text(json.dumps(manifest))
+    root = versioned_model_dir(tmp_path, committed_model_dir)
     body = _predict_body(seed=1)
     statuses: list[int] = []
     versions: set[str] = set()
