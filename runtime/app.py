@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import numpy as np
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -29,7 +30,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runtime import __version__
 from runtime.batching import Batcher
 from runtime.body import read_limited_body
-from runtime.constants import CLASSES
+from runtime.constants import CLASSES, WINDOW_LENGTH
+from runtime.decoding import Window, decode_batch, decode_prediction
 from runtime.drift import DriftMonitor
 from runtime.errors import (
     BadRequest,
@@ -44,9 +46,8 @@ from runtime.errors import (
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.metrics import Metrics
 from runtime.openapi import openapi_schema
-from runtime.preprocessing import requests_to_windows
 from runtime.risk import assess, window_features
-from runtime.schemas import BatchPredictionRequest, PredictionRequest, ReloadRequest
+from runtime.schemas import ReloadRequest
 from runtime.session import Model, ModelInfo, threads_per_worker
 from runtime.settings import Settings
 
@@ -202,8 +203,7 @@ async def _read_json_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def _service(request: Request) -> Service:
-    service: Service = request.app.state.service
+def _serving(service: Service) -> Service:
     if service.batcher is None or service.model is None:
         raise NotReady("model is not loaded yet")
     return service
@@ -232,16 +232,16 @@ def admission(service: Service) -> Iterator[None]:
         service.admitted -= 1
 
 
-def _check_fresh(service: Service, reqs: list[PredictionRequest]) -> None:
+def _check_fresh(service: Service, reqs: list[Window]) -> None:
     max_age = service.settings.max_window_age_s
     if max_age <= 0:
         return
     now = datetime.now(UTC)
     for i, req in enumerate(reqs):
-        age = (now - req.ohlcv_data[-1]["timestamp"]).total_seconds()
+        age = (now - req.last_timestamp).total_seconds()
         if age > max_age:
             service.metrics.rejected.labels("stale").inc()
-            loc: list[str | int] = ["ohlcv_data", len(req.ohlcv_data) - 1, "timestamp"]
+            loc: list[str | int] = ["ohlcv_data", WINDOW_LENGTH - 1, "timestamp"]
             raise StaleWindow(
                 f"window is stale: last candle is {age:.0f} s old, the limit is {max_age:g} s",
                 details=[
@@ -263,11 +263,11 @@ def _prediction(probs: np.ndarray[Any, Any]) -> dict[str, Any]:
     }
 
 
-async def _run(service: Service, request: Request, reqs: list[PredictionRequest]) -> tuple[list[dict[str, Any]], float]:
+async def _run(service: Service, request: Request, reqs: list[Window]) -> tuple[list[dict[str, Any]], float]:
     """Windows through the batcher; the candle-only risk features are computed while the model runs."""
     deadline = _deadline(request)
     _check_fresh(service, reqs)
-    windows = requests_to_windows(reqs)
+    windows = reqs[0].window[None] if len(reqs) == 1 else np.stack([r.window for r in reqs])  # (n, 60, 5)
     batcher = service.batcher
     assert batcher is not None
     want_risk = [r.include_risk for r in reqs]
@@ -330,23 +330,47 @@ def _deadline(request: Request) -> float | None:
 
 
 # -- routes -----------------------------------------------------------------------------------------------------
-async def predict(request: Request) -> Response:
-    service = _service(request)
-    with admission(service):
-        _authorize(request, service)
-        body = await _read_json_body(request, service.settings.max_body_bytes)
-        req = PredictionRequest.model_validate_json(body)
-        [payload], _ = await _run(service, request, [req])
-    return _json(200, payload)
+class PredictEndpoint:
+    """``POST /predict`` as a plain ASGI app: the hot path builds no Starlette Response and no middleware frames.
+
+    `EdgeMiddleware` calls it directly for ``POST /predict``; it is also the Starlette route's endpoint, so any
+    other method still gets the router's 405. Errors become the one JSON error shape here, as the app's handlers
+    would make them.
+    """
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            service = _serving(self.service)
+            with admission(service):
+                _authorize(request, service)
+                body = await _read_json_body(request, service.settings.max_body_bytes)
+                [payload], _ = await _run(service, request, [decode_prediction(body)])
+        except (EdgeError, ValidationError) as exc:
+            handler = _edge_error if isinstance(exc, EdgeError) else _validation_error
+            response = await handler(request, exc)
+            await response(scope, receive, send)
+            return
+        encoded = msgspec.json.encode(payload)  # probabilities are checked finite; everything else is bounded
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(encoded))],
+            }
+        )
+        await send({"type": "http.response.body", "body": encoded})
 
 
 async def predict_batch(request: Request) -> Response:
-    service = _service(request)
+    service = _serving(request.app.state.service)
     with admission(service):
         _authorize(request, service)
         body = await _read_json_body(request, service.settings.max_body_bytes)
-        batch = BatchPredictionRequest.model_validate_json(body)
-        predictions, compute_ms = await _run(service, request, batch.requests)
+        predictions, compute_ms = await _run(service, request, decode_batch(body))
     return _json(
         200,
         {
@@ -445,17 +469,40 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 class EdgeMiddleware:
     """Request id, X-Process-Time-Ms, optional access log, and a JSON 500 that leaks nothing unless debug.
 
-    Plain ASGI rather than BaseHTTPMiddleware: it adds no task or stream per request on the hot path.
+    Plain ASGI rather than BaseHTTPMiddleware: it adds no task or stream per request on the hot path. Requests
+    for a route in `direct` (method, path) go straight to that ASGI app, past Starlette's router and middleware.
     """
 
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_header_bytes: int, debug: bool = False, log_requests: bool = False
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_header_bytes: int,
+        debug: bool = False,
+        log_requests: bool = False,
+        direct: dict[tuple[str, str], ASGIApp] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_header_bytes = max_header_bytes
         self.debug = debug
         self.log_requests = log_requests
+        self.direct = direct or {}
+        self._observers: dict[tuple[str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
+
+    def _observe(self, label: str, status: int, elapsed: float) -> None:
+        # prometheus_client's labels() builds and locks per call; the children are cached per (route, status).
+        observers = self._observers.get((label, status))
+        if observers is None:
+            observers = (
+                self.metrics.requests.labels(label, str(status)).inc,
+                self.metrics.latency.labels(label).observe,
+            )
+            self._observers[(label, status)] = observers
+        count, observe = observers
+        count()
+        observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -499,9 +546,11 @@ class EdgeMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        direct = self.direct.get((scope["method"], scope["path"]))
+        label = scope["path"] if direct is not None else "unmatched"
         self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_wrapper)
+            await (direct or self.app)(scope, receive, send_wrapper)
         except Exception as exc:
             log.exception("unhandled error", extra={"request_id": rid, "path": scope.get("path")})
             if started:
@@ -512,11 +561,11 @@ class EdgeMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
-            # Label by route template, never by raw path: unknown paths must not grow the series count.
-            label = route.path if route is not None and hasattr(route, "path") else "unmatched"
+            if route is not None and hasattr(route, "path"):
+                # Label by route template, never by raw path: unknown paths must not grow the series count.
+                label = route.path
             self.metrics.in_flight.dec()
-            self.metrics.requests.labels(label, str(status)).inc()
-            self.metrics.latency.labels(label).observe(elapsed)
+            self._observe(label, status, elapsed)
             if self.log_requests:
                 access_log.info(
                     "request",
@@ -620,6 +669,7 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
 
     from runtime import v2  # v2 handlers reuse this module's auth; imported here to keep imports one-way
 
+    predict = PredictEndpoint(service)
     routes = [
         Route("/predict", predict, methods=["POST"]),
         Route("/predict/batch", predict_batch, methods=["POST"]),
@@ -646,5 +696,6 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
         max_header_bytes=settings.max_header_bytes,
         debug=settings.debug,
         log_requests=settings.access_log,
+        direct={("POST", "/predict"): predict},
     )
     return app

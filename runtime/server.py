@@ -32,6 +32,8 @@ def _uvicorn_kwargs(settings: Settings) -> dict[str, object]:
         "access_log": False,
         "log_config": None,
         "server_header": False,
+        # X-Forwarded-* are not used (nothing is logged or decided by client address): skip that middleware.
+        "proxy_headers": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
         # No limit_concurrency: uvicorn would answer past it with a bare text 503, probes included. Admission is
         # bounded by the batcher's queue instead (JSON 503 + Retry-After); connection counts belong to the proxy.
@@ -72,7 +74,14 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
         server = uvicorn.Server(config)
         if settings.inline_when_idle:
             tasks = server.server_state.tasks  # one asyncio task per request the server holds
-            app.state.service.backlog = lambda: len(tasks)
+
+            def backlog() -> int:
+                # A request's task leaves the set one loop step after its response is written, and the client's
+                # next request can be read in between: count only unfinished tasks when the set is small.
+                n = len(tasks)
+                return n if n > 2 else sum(1 for task in tasks if not task.done())
+
+            app.state.service.backlog = backlog
         server.run()
         return 0
 
