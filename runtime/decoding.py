@@ -14,6 +14,7 @@ accepts Pydantic accepts with the same symbol, flag, window and last timestamp.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ class _Batch(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _decode_request = msgspec.json.Decoder(_Request).decode
+_TIMESTAMP = operator.attrgetter("timestamp")
 _decode_batch = msgspec.json.Decoder(_Batch).decode
 
 
@@ -89,15 +91,14 @@ def _accept(req: _Request) -> Window | None:
     if _SYMBOL.fullmatch(req.symbol) is None:
         return None
     candles = req.ohlcv_data
-    previous = candles[0].timestamp
-    for candle in candles[1:]:
-        if candle.timestamp - previous < _MIN_STEP:
-            return None
-        previous = candle.timestamp
+    times = list(map(_TIMESTAMP, candles))
+    # Strictly increasing, with the margin above; map() keeps the 59 steps out of the interpreter loop.
+    if min(map(operator.sub, times[1:], times)) < _MIN_STEP:
+        return None
     rows = np.array([(c.open, c.high, c.low, c.close, c.volume) for c in candles], dtype=np.float64)  # (60, 5)
     if ohlc_violations(rows):
         return None
-    return Window(req.symbol, req.include_risk, rows.astype(np.float32), previous)
+    return Window(req.symbol, req.include_risk, rows.astype(np.float32), times[-1])
 
 
 def decode_prediction(body: bytes) -> Window:

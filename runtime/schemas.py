@@ -59,7 +59,10 @@ def ohlc_violations(candles: npt.NDArray[np.float64]) -> list[tuple[int, str, di
     API applies it to a whole window at once, `OHLCVPoint` to one row (training's CSV rows).
     """
     o, h, lo, c = candles[:, 0], candles[:, 1], candles[:, 2], candles[:, 3]
-    broken = (h < lo) | (o < lo) | (o > h) | (c < lo) | (c > h)
+    # low <= min(open, close) and max(open, close) <= high also give low <= high: two checks cover all five.
+    broken = (lo > np.minimum(o, c)) | (h < np.maximum(o, c))
+    if not broken.any():
+        return []
     out = []
     for i in np.flatnonzero(broken):
         values = {"open": float(o[i]), "high": float(h[i]), "low": float(lo[i]), "close": float(c[i])}

@@ -252,8 +252,9 @@ class Model:
         """Probabilities of shape (n, 3) for float32 windows of shape (n, 60, 5)."""
         try:
             if self._use_iobinding:
-                return self._run_iobinding(windows)
-            out: Float32Array = self._session.run(self._output_names, {INPUT_NAME: windows})[0]
+                out: Float32Array = self._run_iobinding(windows)
+            else:
+                out = self._session.run(self._output_names, {INPUT_NAME: windows})[0]
         except Exception as e:
             # onnxruntime's text names files and graph nodes: it goes to the log, not to the client.
             log.error("onnxruntime failed on a batch of %d: %s", len(windows), e)
@@ -263,8 +264,9 @@ class Model:
         return out
 
     def _run_iobinding(self, windows: Float32Array) -> Float32Array:
-        # On CUDA, binding copies the input once and lets onnxruntime allocate the output on the device,
-        # avoiding its per-run staging of feeds and fetches.
+        # On CUDA the input is bound once per run and the output allocated on the device. Measured on an H100
+        # (bench/results/gpu.md) this buys nothing over session.run for this model: about 2 ms per call at any
+        # batch size either way; the LSTM's sequential steps, not the copies, bound it.
         binding = self._session.io_binding()
         binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(windows))
         binding.bind_output(OUTPUT_NAME, "cuda")

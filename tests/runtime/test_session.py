@@ -131,6 +131,14 @@ def test_cuda_provider_matches_cpu(committed_model_dir: Path) -> None:
     np.testing.assert_allclose(gpu.run(windows), cpu.run(windows), atol=1e-4)
 
 
+@pytest.mark.gpu
+def test_cuda_non_finite_output_is_an_error(committed_model_dir: Path) -> None:
+    """Seen on an H100: an all-zero window gives NaN probabilities on CUDA; the IO-binding path must check too."""
+    gpu = Model.load(committed_model_dir, precision="fp32", provider="cuda")
+    with pytest.raises(InferenceFailed, match="non-finite"):
+        gpu.run(np.zeros((1, 60, 5), np.float32))
+
+
 @pytest.mark.parametrize(
     ("devices", "expected"),
     [
