@@ -642,7 +642,7 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
         batcher = Batcher(
             model.run,
             tag=model.info,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=settings.batch_size_for(model.info.provider),
             max_batch_delay_us=settings.max_batch_delay_us,
             max_queue=settings.max_queue,
             on_batch=service.metrics.observe_batch,

@@ -23,6 +23,19 @@ def test_environment_is_read_with_prefix() -> None:
     assert "key-one" not in repr(s)  # secrets never print
 
 
+@pytest.mark.parametrize(
+    ("args", "provider", "expected"),
+    [
+        pytest.param([], "cpu", 8, id="cpu-default"),
+        pytest.param([], "cuda", 256, id="cuda-default"),
+        pytest.param(["--max-batch-size", "32"], "cuda", 32, id="explicit-wins"),
+        pytest.param(["--max-batch-size", "2"], "cpu", 2, id="explicit-cpu"),
+    ],
+)
+def test_batch_size_defaults_by_provider(args: list[str], provider: str, expected: int) -> None:
+    assert load_settings(args, environ={}).batch_size_for(provider) == expected
+
+
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "runtime", *args], capture_output=True, text=True, timeout=60, cwd=REPO,
