@@ -263,6 +263,16 @@ def markdown(results: Mapping[str, Any]) -> str:
             f"Each service configuration is compared with the floor at its own intra-op thread count; the default "
             f"service uses {floor['intra_op_threads']}.",
         ]
+        gap = floor.get("idle_gap")
+        if gap:
+            lines += [
+                "",
+                f"For context (not the floor the targets use): the same INT8 batch-1 run after sleeping "
+                f"{gap['gap_us']:.0f} µs before each call, as a server at one connection idles between requests, "
+                f"takes p50 {_f(gap['p50_ms'])} ms (p99 {_f(gap['p99_ms'])} ms, {gap['runs']} runs). The difference "
+                "from the back-to-back floor is the cost of waking an idle CPU, which every one-connection "
+                "server pays and a back-to-back loop never does.",
+            ]
 
     lines += [
         "",
