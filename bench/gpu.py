@@ -9,8 +9,9 @@ One run measures, on the same machine:
 * the first run at a batch shape the warm-up did not cover (the batcher forms every size up to max_batch_size);
 * which nodes onnxruntime places on the CPU in the CUDA session;
 * end to end: the real server (``python -m runtime --provider cuda --precision fp32``) on loopback, its cold start
-  to /ready, and POST /predict from a closed-loop aiohttp client at 1 and 64 connections (and the CPU server
-  at its defaults for comparison, unless ``--no-cpu-server``).
+  to /ready, and POST /predict from a closed-loop aiohttp client at 1 and 64 connections (``--connections``; and
+  the CPU server at its defaults for comparison, unless ``--no-cpu-server``), with the batch sizes the server formed
+  at each level (the ``edge_batch_size`` histogram of its /metrics, before and after the level).
 
 Windows are synthetic random walks (1 % daily volatility, OHLC wicks, uniform volume), not market data: the device
 this runs on has no network and no `arch`. Latencies are milliseconds of wall time around one call.
@@ -56,6 +57,8 @@ PARITY_WINDOWS = 512
 #: Batch shapes the warm-up (1, 8) does not run; the batcher forms them under concurrency.
 COLD_SHAPES = (2, 3, 5, 7, 16, 64)
 E2E_CONNECTIONS = (1, 64)
+#: The /metrics histograms read around each end-to-end level.
+SCRAPED_HISTOGRAMS = ("edge_batch_size", "edge_compute_seconds", "edge_queue_seconds")
 
 
 class Unavailable(Exception):
@@ -360,6 +363,50 @@ def _self_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def scrape_histograms(port: int, names: tuple[str, ...] = SCRAPED_HISTOGRAMS) -> dict[str, dict[str, Any]]:
+    """The cumulative buckets, count and sum of each unlabelled histogram in ``names``, from GET /metrics."""
+    status, raw = http_request(port, "GET", "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    out: dict[str, dict[str, Any]] = {n: {"buckets": {}, "count": 0.0, "sum": 0.0} for n in names}
+    for line in raw.decode().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, _, value = line.rpartition(" ")
+        metric, _, labels = key.partition("{")
+        for n in names:
+            if metric == f"{n}_bucket":
+                le = labels.split('le="', 1)[1].split('"', 1)[0]
+                out[n]["buckets"][le] = float(value)
+            elif metric == f"{n}_count":
+                out[n]["count"] = float(value)
+            elif metric == f"{n}_sum":
+                out[n]["sum"] = float(value)
+    return out
+
+
+def histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What one level added to a histogram: runs per bucket (not cumulative, labelled by range), count, mean."""
+    edges = sorted(after["buckets"], key=lambda le: float(le))
+    per_bucket: dict[str, int] = {}
+    prev_edge, prev_cum = "0", 0.0
+    for le in edges:
+        cum = after["buckets"][le] - before["buckets"].get(le, 0.0)
+        n = round(cum - prev_cum)
+        if n:
+            label = f"{_num(prev_edge)}-{_num(le)}" if le != "+Inf" else f">{_num(prev_edge)}"
+            per_bucket[label] = n
+        prev_edge, prev_cum = le, cum
+    count = after["count"] - before["count"]
+    total = after["sum"] - before["sum"]
+    return {"count": round(count), "sum": total, "mean": total / count if count else None, "buckets": per_bucket}
+
+
+def _num(le: str) -> str:
+    x = float(le)
+    return str(int(x)) if x.is_integer() else f"{x:g}"
+
+
 def end_to_end(
     name: str,
     provider: str,
@@ -369,6 +416,8 @@ def end_to_end(
     expected: np.ndarray,
     seconds: float,
     log_dir: Path,
+    connections: tuple[int, ...] = E2E_CONNECTIONS,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     api_key = secrets.token_hex(16)
     port = free_port()
@@ -379,10 +428,11 @@ def end_to_end(
         precision=precision,
         workers=1,
         api_key=api_key,
+        env=env,
         extra=["--provider", provider],
     )
     server = Server(spec, port, log_dir)
-    out: dict[str, Any] = {"name": name, "argv_tail": spec.argv[3:]}
+    out: dict[str, Any] = {"name": name, "argv_tail": spec.argv[3:], "env": env or {}}
     server.start()
     try:
         out["cold_start_to_ready_s"] = server.wait_ready(timeout_s=180.0)
@@ -397,12 +447,16 @@ def end_to_end(
         got = np.array([probs[c] for c in ("sell", "hold", "buy")])
         out["first_predict_vs_cpu_fp32_max_abs_dp"] = float(np.abs(got - expected).max())
         out["load"] = {}
-        for c in E2E_CONNECTIONS:
+        for c in connections:
+            hist0 = scrape_histograms(port)
             cpu0 = server.cpu_seconds()
             res = asyncio.run(_closed_loop(f"{server.base_url}/predict", body, api_key, c, seconds))
             res["server_cpu_fraction"] = (server.cpu_seconds() - cpu0) / (res["seconds"] + 1.0)  # warm-up included
-            out["load"][str(c)] = res
             server.wait_idle(timeout_s=10)
+            hist1 = scrape_histograms(port)
+            # Model runs during the level, its 1 s warm-up included (not separable from outside the server).
+            res["server_histograms"] = {n: histogram_delta(hist0[n], hist1[n]) for n in hist1}
+            out["load"][str(c)] = res
         out["rss_mb"] = server.memory()["rss_mb"]
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"
@@ -498,6 +552,25 @@ def markdown(r: dict[str, Any]) -> str:
                 f"| {c} | {_f(v['req_per_s'], 0)} | {_f(v['p50_ms'])} | {_f(v['p99_ms'])} | {v['statuses']} "
                 f"| {v['client_cpu_fraction']:.2f} | {v['server_cpu_fraction']:.2f} |"
             )
+        lines += [
+            "",
+            "Model runs the server made per level (its /metrics, 1 s warm-up included): count, mean windows per run "
+            "and mean compute / queue ms per run, and runs per batch-size bucket (`edge_batch_size`, lo-hi = "
+            "lo < size <= hi)",
+            "",
+            "| connections | runs | mean batch | mean compute ms | mean queue ms | runs by batch size |",
+            "| ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for c, v in e["load"].items():
+            h = v.get("server_histograms", {})
+            b, comp, q = h.get("edge_batch_size"), h.get("edge_compute_seconds"), h.get("edge_queue_seconds")
+            if not b:
+                continue
+            ms = lambda x: None if not x or x["mean"] is None else x["mean"] * 1e3  # noqa: E731
+            lines.append(
+                f"| {c} | {b['count']} | {_f(b['mean'], 1)} | {_f(ms(comp))} | {_f(ms(q))} "
+                f"| {', '.join(f'{k}: {n}' for k, n in b['buckets'].items())} |"
+            )
         lines.append("")
     lines.append(f"Total bench time {r['elapsed_s']:.0f} s.")
     return "\n".join(lines)
@@ -520,12 +593,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="intra_op_threads of the in-process CUDA session.")
     parser.add_argument("--no-cpu-server", action="store_true", help="Skip the CPU server end-to-end comparison.")
     parser.add_argument(
+        "--connections",
+        type=_connection_list,
+        default=E2E_CONNECTIONS,
+        help="End-to-end load levels, comma-separated connection counts (default 1,64).",
+    )
+    parser.add_argument(
         "--provider",
         choices=("cuda", "cpu"),
         default="cuda",
         help="Provider under test. 'cpu' only checks this script where there is no GPU.",
     )
     return parser
+
+
+def _connection_list(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not levels or any(c < 1 for c in levels):
+        raise argparse.ArgumentTypeError(f"connection counts must be positive: {text!r}")
+    return levels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -585,11 +674,23 @@ def run(args: argparse.Namespace) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     e2e = [
         end_to_end(
-            f"{args.provider}-fp32", args.provider, "fp32", args.model_dir, body, expected, args.e2e_seconds, log_dir
+            f"{args.provider}-fp32",
+            args.provider,
+            "fp32",
+            args.model_dir,
+            body,
+            expected,
+            args.e2e_seconds,
+            log_dir,
+            args.connections,
         )
     ]
     if not args.no_cpu_server and args.provider != "cpu":
-        e2e.append(end_to_end("cpu-auto", "cpu", "auto", args.model_dir, body, expected, args.e2e_seconds, log_dir))
+        e2e.append(
+            end_to_end(
+                "cpu-auto", "cpu", "auto", args.model_dir, body, expected, args.e2e_seconds, log_dir, args.connections
+            )
+        )
     results["end_to_end"] = e2e
     results["elapsed_s"] = time.perf_counter() - started
 
