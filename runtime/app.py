@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime import __version__
 from runtime.batching import Batcher
-from runtime.body import read_limited_body
+from runtime.body import read_body, read_limited_body
 from runtime.constants import CLASSES, WINDOW_LENGTH
 from runtime.decoding import Window, decode_batch, decode_prediction
 from runtime.drift import DriftMonitor
@@ -182,9 +182,12 @@ def _validation_details(e: ValidationError) -> tuple[int, str, str, list[dict[st
 
 # -- request plumbing -------------------------------------------------------------------------------------------
 def _authorize(request: Request, service: Service) -> None:
+    _check_api_key(request.headers.get("x-api-key"), service)
+
+
+def _check_api_key(supplied: str | None, service: Service) -> None:
     if not service.api_keys:
         return
-    supplied = request.headers.get("x-api-key")
     if supplied is None:
         raise Unauthorized("missing X-API-Key header")
     candidate = supplied.encode()
@@ -195,13 +198,16 @@ def _authorize(request: Request, service: Service) -> None:
         raise Unauthorized("invalid API key")
 
 
-async def _read_json_body(request: Request, limit: int) -> bytes:
-    content_type = request.headers.get("content-type", "")
+def _check_json_type(content_type: str) -> None:
     if content_type.split(";", 1)[0].strip().lower() not in _JSON_TYPES:
         raise UnsupportedMediaType(
             f"Content-Type '{content_type[:100]}' is not supported; send 'application/json'",
             details=[{"loc": ["header", "content-type"], "msg": "must be application/json", "type": "media_type"}],
         )
+
+
+async def _read_json_body(request: Request, limit: int) -> bytes:
+    _check_json_type(request.headers.get("content-type", ""))
     body = await read_limited_body(request, limit)
     if not body:
         raise BadRequest("request body is empty; send a JSON object")
@@ -268,9 +274,10 @@ def _prediction(probs: np.ndarray[Any, Any]) -> dict[str, Any]:
     }
 
 
-async def _run(service: Service, request: Request, reqs: list[Window]) -> tuple[list[dict[str, Any]], float]:
+async def _run(
+    service: Service, reqs: list[Window], *, deadline: float | None, rid: str
+) -> tuple[list[dict[str, Any]], float]:
     """Windows through the batcher; the candle-only risk features are computed while the model runs."""
-    deadline = _deadline(request)
     _check_fresh(service, reqs)
     windows = reqs[0].window[None] if len(reqs) == 1 else np.stack([r.window for r in reqs])  # (n, 60, 5)
     batcher = service.batcher
@@ -300,7 +307,6 @@ async def _run(service: Service, request: Request, reqs: list[Window]) -> tuple[
     if service.drift is not None and info.precision == "int8":
         service.drift.offer(windows, probs)
     risks = assess(features, probs) if features is not None else [None] * len(reqs)
-    rid = _request_id(request.scope) or ""
     now = datetime.now(UTC).isoformat()
     return [
         {
@@ -318,8 +324,11 @@ async def _run(service: Service, request: Request, reqs: list[Window]) -> tuple[
 
 
 def _deadline(request: Request) -> float | None:
+    return _parse_deadline(request.headers.get("x-deadline-ms"))
+
+
+def _parse_deadline(raw: str | None) -> float | None:
     """An optional ``X-Deadline-Ms`` header: the request's budget in ms from now; stale work is not computed."""
-    raw = request.headers.get("x-deadline-ms")
     if raw is None:
         return None
     try:
@@ -347,14 +356,31 @@ class PredictEndpoint:
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        # One pass over the raw headers instead of a Request and its Headers (first occurrence wins, as there).
+        content_type = length = api_key = deadline = None
+        for name, value in scope["headers"]:
+            if name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+            elif name == b"content-length" and length is None:
+                length = value.decode("latin-1")
+            elif name == b"x-api-key" and api_key is None:
+                api_key = value.decode("latin-1")
+            elif name == b"x-deadline-ms" and deadline is None:
+                deadline = value.decode("latin-1")
         try:
             service = _serving(self.service)
             with admission(service):
-                _authorize(request, service)
-                body = await _read_json_body(request, service.settings.max_body_bytes)
-                [payload], _ = await _run(service, request, [decode_prediction(body)])
+                _check_api_key(api_key, service)
+                _check_json_type(content_type or "")
+                body = await read_body(receive, length, service.settings.max_body_bytes)
+                if not body:
+                    raise BadRequest("request body is empty; send a JSON object")
+                window = decode_prediction(body)
+                [payload], _ = await _run(
+                    service, [window], deadline=_parse_deadline(deadline), rid=_request_id(scope) or ""
+                )
         except (EdgeError, ValidationError) as exc:
+            request = Request(scope, receive)
             handler = _edge_error if isinstance(exc, EdgeError) else _validation_error
             response = await handler(request, exc)
             await response(scope, receive, send)
@@ -375,7 +401,9 @@ async def predict_batch(request: Request) -> Response:
     with admission(service):
         _authorize(request, service)
         body = await _read_json_body(request, service.settings.max_body_bytes)
-        predictions, compute_ms = await _run(service, request, decode_batch(body))
+        predictions, compute_ms = await _run(
+            service, decode_batch(body), deadline=_deadline(request), rid=_request_id(request.scope) or ""
+        )
     return _json(
         200,
         {
