@@ -566,7 +566,10 @@ def markdown(r: dict[str, Any]) -> str:
             b, comp, q = h.get("edge_batch_size"), h.get("edge_compute_seconds"), h.get("edge_queue_seconds")
             if not b:
                 continue
-            ms = lambda x: None if not x or x["mean"] is None else x["mean"] * 1e3  # noqa: E731
+
+            def ms(x: dict[str, Any] | None) -> float | None:
+                return None if not x or x["mean"] is None else float(x["mean"]) * 1e3
+
             lines.append(
                 f"| {c} | {b['count']} | {_f(b['mean'], 1)} | {_f(ms(comp))} | {_f(ms(q))} "
                 f"| {', '.join(f'{k}: {n}' for k, n in b['buckets'].items())} |"

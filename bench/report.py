@@ -274,6 +274,11 @@ def markdown(results: Mapping[str, Any]) -> str:
                 "server pays and a back-to-back loop never does.",
             ]
 
+    if results.get("batch_invariance"):
+        from bench.invariance import markdown as invariance_markdown
+
+        lines += ["", *invariance_markdown(results["batch_invariance"])]
+
     lines += [
         "",
         "## Start-up and memory",

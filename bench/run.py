@@ -2,7 +2,7 @@
 
 Order of work, chosen so that each measurement sees a quiet machine:
 1. the floor (bare onnxruntime, INT8 and FP32, batch 1, 8 and 64, at each thread count measured), with no
-   server running;
+   server running, and batch invariance (512 real windows alone against batches of 2-100, `bench.invariance`);
 2. cold start to ready, each configuration a few times, interleaved;
 3. every configuration started once on its own free port and verified (a 200 with a well-formed body whose
    probabilities match bare onnxruntime on the same window);
@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: make the repository impo
 import numpy as np
 
 from bench import floor as floor_mod
-from bench import payload, report, wrk
+from bench import invariance, payload, report, wrk
 from bench.servers import (
     REPO_ROOT,
     MemorySampler,
@@ -546,6 +546,17 @@ def _main(argv: list[str] | None) -> int:
     log.info("floor: bare onnxruntime, %.1f s per point", args.floor_seconds)
     floor = measure_floor(model_dir, window, configs, args.floor_seconds)
     expected = floor["probabilities"]
+    batching = invariance.measure(model_dir, invariance.market_windows())
+    worst = max(batching["points"], key=lambda p: p["max_abs_dp"])
+    log.info(
+        "batched vs alone on %d market windows: max |Δp| %.2e (%s, batch %d), bound %g: %s",
+        batching["windows"],
+        worst["max_abs_dp"],
+        worst["precision"],
+        worst["batch"],
+        batching["atol"],
+        "within" if batching["within_atol"] else "EXCEEDED",
+    )
 
     # 2. cold start
     cold = cold_starts(configs, args, log_dir)
@@ -634,6 +645,7 @@ def _main(argv: list[str] | None) -> int:
         "meta": meta,
         "configs": configs,
         "floor": floor,
+        "batch_invariance": batching,
         "cold_start": cold,
         "verification": verification,
         "rows": rows,
@@ -663,11 +675,13 @@ def _main(argv: list[str] | None) -> int:
     print(f"Headline ({headline_name}):" if headline_name else "Headline: no service configuration measured")
     for line in report.headline_lines(headline):
         print("  " + line)
+    if not batching["within_atol"]:
+        print(f"  [FAIL] batched answers differ from batch 1 by more than {batching['atol']:g} (RESULTS.md)")
     failed_checks = [n for n, v in verification.items() if not v["ok"]]
     if failed_checks:
         print(f"  [FAIL] answer checks failed for: {', '.join(failed_checks)}")
     bad = any(not p["ok"] for by in summary.values() for p in by.values())
-    return 1 if failed_checks or bad else 0
+    return 1 if failed_checks or bad or not batching["within_atol"] else 0
 
 
 def _ready_info(server: Server) -> dict[str, Any] | None:
