@@ -27,7 +27,8 @@ def _uvicorn_kwargs(settings: Settings) -> dict[str, object]:
         "host": settings.host,
         "port": settings.port,
         "loop": loop,
-        "http": "httptools",
+        # httptools, with a response's headers and body in one write (see runtime.transport).
+        "http": "runtime.transport:EdgeHttpProtocol",
         "lifespan": "on",
         "access_log": False,
         "log_config": None,

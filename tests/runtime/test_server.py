@@ -94,6 +94,24 @@ def test_serves_the_committed_model_without_torch(tmp_path: Path) -> None:
         assert ready["precision"] == "int8" and ready["provider"] == "cpu"
 
 
+def test_a_response_leaves_in_one_write(tmp_path: Path) -> None:
+    """Headers and body of a /predict answer arrive together: one recv() on loopback gets the whole response."""
+    body = _predict_body()
+    request = (
+        f"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-api-key: {KEY}\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with server(tmp_path) as (_, port), socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        first = s.recv(65536)
+    head, _, payload = first.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:"))
+    assert lines[0] == b"HTTP/1.1 200 OK"
+    assert len(payload) == length, "the body did not come with the headers"
+    assert json.loads(payload)["prediction"]["signal"] in ("sell", "hold", "buy")
+
+
 def test_malformed_requests_leave_the_server_ready(tmp_path: Path) -> None:
     bad = [b"{", b"[]", b'{"symbol": "X", "ohlcv_data": [1e400]}', b"\x00" * 100, b'{"symbol":' * 5000]
     with server(tmp_path) as (proc, port):

@@ -1,0 +1,68 @@
+"""uvicorn's httptools protocol, with each response's status line, headers and body sent in one write.
+
+uvicorn writes the status line and headers when the app sends ``http.response.start`` and the body when it sends
+``http.response.body``: two ``send()`` calls, so with TCP_NODELAY two segments and two wake-ups of the client
+for a response of a few hundred bytes. `EdgeHttpProtocol` hands uvicorn a transport that holds a header block
+until the body follows, then writes both at once. Nothing is held past the current event-loop step: a response
+whose body comes later (streaming, or the 100-continue interim line) gets its header block at the end of the
+step, so a client never waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_STATUS_LINE = b"HTTP/1."
+_END_OF_HEADERS = b"\r\n\r\n"
+
+
+class CoalescingTransport:
+    """A transport proxy: a write that is a whole header block waits for the next write of the same loop step."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif data[:7] == _STATUS_LINE and data[-4:] == _END_OF_HEADERS:
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write a held header block now (also run at the end of the loop step that held it)."""
+        if self._held is not None:
+            data, self._held = self._held, None
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (get_extra_info, pause_reading, is_closing, ...) is the real transport's.
+        return getattr(self._transport, name)
+
+
+class EdgeHttpProtocol(HttpToolsProtocol):
+    """`HttpToolsProtocol` writing through a `CoalescingTransport` (``uvicorn --http runtime.transport:...``)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
