@@ -48,6 +48,7 @@ if __package__ in (None, ""):  # `python bench/gpu.py`: make the repository impo
 import numpy as np
 
 from bench.floor import percentile
+from bench.metrics import MODEL_HISTOGRAMS, histogram_delta, scrape_histograms
 from bench.servers import REPO_ROOT, Server, free_port, http_request, service_spec
 from runtime.constants import INPUT_NAME, OUTPUT_NAME, WINDOW_LENGTH
 
@@ -57,8 +58,6 @@ PARITY_WINDOWS = 512
 #: Batch shapes the warm-up (1, 8) does not run; the batcher forms them under concurrency.
 COLD_SHAPES = (2, 3, 5, 7, 16, 64)
 E2E_CONNECTIONS = (1, 64)
-#: The /metrics histograms read around each end-to-end level.
-SCRAPED_HISTOGRAMS = ("edge_batch_size", "edge_compute_seconds", "edge_queue_seconds")
 
 
 class Unavailable(Exception):
@@ -363,50 +362,6 @@ def _self_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def scrape_histograms(port: int, names: tuple[str, ...] = SCRAPED_HISTOGRAMS) -> dict[str, dict[str, Any]]:
-    """The cumulative buckets, count and sum of each unlabelled histogram in ``names``, from GET /metrics."""
-    status, raw = http_request(port, "GET", "/metrics")
-    if status != 200:
-        raise RuntimeError(f"/metrics answered {status}")
-    out: dict[str, dict[str, Any]] = {n: {"buckets": {}, "count": 0.0, "sum": 0.0} for n in names}
-    for line in raw.decode().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, _, value = line.rpartition(" ")
-        metric, _, labels = key.partition("{")
-        for n in names:
-            if metric == f"{n}_bucket":
-                le = labels.split('le="', 1)[1].split('"', 1)[0]
-                out[n]["buckets"][le] = float(value)
-            elif metric == f"{n}_count":
-                out[n]["count"] = float(value)
-            elif metric == f"{n}_sum":
-                out[n]["sum"] = float(value)
-    return out
-
-
-def histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """What one level added to a histogram: runs per bucket (not cumulative, labelled by range), count, mean."""
-    edges = sorted(after["buckets"], key=lambda le: float(le))
-    per_bucket: dict[str, int] = {}
-    prev_edge, prev_cum = "0", 0.0
-    for le in edges:
-        cum = after["buckets"][le] - before["buckets"].get(le, 0.0)
-        n = round(cum - prev_cum)
-        if n:
-            label = f"{_num(prev_edge)}-{_num(le)}" if le != "+Inf" else f">{_num(prev_edge)}"
-            per_bucket[label] = n
-        prev_edge, prev_cum = le, cum
-    count = after["count"] - before["count"]
-    total = after["sum"] - before["sum"]
-    return {"count": round(count), "sum": total, "mean": total / count if count else None, "buckets": per_bucket}
-
-
-def _num(le: str) -> str:
-    x = float(le)
-    return str(int(x)) if x.is_integer() else f"{x:g}"
-
-
 def end_to_end(
     name: str,
     provider: str,
@@ -448,12 +403,12 @@ def end_to_end(
         out["first_predict_vs_cpu_fp32_max_abs_dp"] = float(np.abs(got - expected).max())
         out["load"] = {}
         for c in connections:
-            hist0 = scrape_histograms(port)
+            hist0 = scrape_histograms(port, MODEL_HISTOGRAMS)
             cpu0 = server.cpu_seconds()
             res = asyncio.run(_closed_loop(f"{server.base_url}/predict", body, api_key, c, seconds))
             res["server_cpu_fraction"] = (server.cpu_seconds() - cpu0) / (res["seconds"] + 1.0)  # warm-up included
             server.wait_idle(timeout_s=10)
-            hist1 = scrape_histograms(port)
+            hist1 = scrape_histograms(port, MODEL_HISTOGRAMS)
             # Model runs during the level, its 1 s warm-up included (not separable from outside the server).
             res["server_histograms"] = {n: histogram_delta(hist0[n], hist1[n]) for n in hist1}
             out["load"][str(c)] = res

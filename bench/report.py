@@ -88,8 +88,24 @@ def summarise_rounds(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[int, d
                 )
                 if any(r.get("wrk_cpu_s") is not None for r in rs)
                 else None,
+                "mean_ms": statistics.median(float(r["mean_ms"]) for r in rs)
+                if all("mean_ms" in r for r in rs)
+                else None,
+                "inside_server": _median_fields([r["inside_server"] for r in rs if r.get("inside_server")]),
             }
     return out
+
+
+def _median_fields(points: list[Mapping[str, Any]]) -> dict[str, float] | None:
+    """Field-wise median over rounds of the inside-the-server means (None where no round has the field)."""
+    if not points:
+        return None
+    keys = {k for p in points for k in p}
+    return {
+        k: statistics.median(vals)
+        for k in sorted(keys)
+        if (vals := [float(p[k]) for p in points if p.get(k) is not None])
+    }
 
 
 def _point(
@@ -233,6 +249,34 @@ def markdown(results: Mapping[str, Any]) -> str:
             peaks.append(f"`{name}` {_f(best['rps'])} ({conns} conns)")
     if peaks:
         lines += ["", "Peak req/s (clean points only): " + ", ".join(peaks) + "."]
+    inside_rows = [
+        (name, conns, p, p["inside_server"])
+        for name, by_conn in results["summary"].items()
+        for conns, p in sorted(by_conn.items(), key=lambda kv: int(kv[0]))
+        if p.get("inside_server")
+    ]
+    if inside_rows:
+        lines += [
+            "",
+            "### Where the time goes (the service's own /metrics over each measured point, means)",
+            "",
+            "`in server` runs from the ASGI call to the end of the response; `outside` is wrk's mean latency minus "
+            "it (loopback, kernel, HTTP parsing, wrk). `model` is onnxruntime's run time (per run, and per request "
+            "when runs are shared); `rest in server` is validation, risk scoring, JSON and queueing.",
+            "",
+            "| configuration | conns | wrk mean ms | in server ms | outside ms | model ms/run | windows/run "
+            "| model ms/request | rest in server ms/request |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, conns, p, ins in inside_rows:
+            server_ms, per_req = ins.get("server_ms"), ins.get("model_ms_per_request")
+            outside = None if p.get("mean_ms") is None or server_ms is None else p["mean_ms"] - server_ms
+            rest = None if server_ms is None or per_req is None else server_ms - per_req
+            lines.append(
+                f"| {name} | {conns} | {_f(p.get('mean_ms'))} | {_f(server_ms)} | {_f(outside)} "
+                f"| {_f(ins.get('model_ms_per_run'))} | {_f(ins.get('windows_per_run'), 2)} | {_f(per_req)} "
+                f"| {_f(rest)} |"
+            )
     lines += ["", "Configurations:", ""]
     verification = results.get("verification", {})
     for name, c in configs.items():

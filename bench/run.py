@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: make the repository impo
 import numpy as np
 
 from bench import floor as floor_mod
-from bench import invariance, payload, report, wrk
+from bench import invariance, metrics, payload, report, wrk
 from bench.servers import (
     REPO_ROOT,
     MemorySampler,
@@ -369,6 +369,7 @@ def load_rounds(
                     dead.add(name)
                     continue
                 server.wait_idle()
+                inside0 = metrics.scrape_histograms(server.port) if server.spec.kind == "service" else None
                 others = [s for n, s in servers.items() if n != name]
                 cpu0, idle0 = server.cpu_seconds(), sum(s.cpu_seconds() for s in others)
                 try:
@@ -392,6 +393,9 @@ def load_rounds(
                 cpu1, idle1 = server.cpu_seconds(), sum(s.cpu_seconds() for s in others)
                 # The backlog of requests wrk dropped at the end must not overlap the next point.
                 drain_s = server.wait_idle()
+                inside = None
+                if inside0 is not None:
+                    inside = metrics.inside_server(inside0, metrics.scrape_histograms(server.port))
                 row = {
                     "round": rnd,
                     "config": name,
@@ -400,6 +404,7 @@ def load_rounds(
                     "idle_servers_cpu_s": round(idle1 - idle0, 3),
                     "warmup_errors": warm.errors,
                     "drain_s": round(drain_s, 2),
+                    "inside_server": inside,
                 }
                 rows.append(row)
                 flag = (
