@@ -88,12 +88,14 @@ def summarise_rounds(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[int, d
                 )
                 if any(r.get("wrk_cpu_s") is not None for r in rs)
                 else None,
-                "mean_ms": statistics.median(float(r["mean_ms"]) for r in rs)
-                if all("mean_ms" in r for r in rs)
-                else None,
+                "mean_ms": statistics.median(means) if (means := _finite(r.get("mean_ms") for r in rs)) else None,
                 "inside_server": _median_fields([r["inside_server"] for r in rs if r.get("inside_server")]),
             }
     return out
+
+
+def _finite(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
 def _median_fields(points: list[Mapping[str, Any]]) -> dict[str, float] | None:
@@ -262,7 +264,8 @@ def markdown(results: Mapping[str, Any]) -> str:
             "",
             "`in server` runs from the ASGI call to the end of the response; `outside` is wrk's mean latency minus "
             "it (loopback, kernel, HTTP parsing, wrk). `model` is onnxruntime's run time (per run, and per request "
-            "when runs are shared); `rest in server` is validation, risk scoring, JSON and queueing.",
+            "when runs are shared); `rest in server` is validation, risk scoring, JSON and queueing. The server's "
+            "means also count requests it finished after wrk stopped, so under load `outside` is approximate.",
             "",
             "| configuration | conns | wrk mean ms | in server ms | outside ms | model ms/run | windows/run "
             "| model ms/request | rest in server ms/request |",

@@ -11,6 +11,7 @@ step, so a client never waits on it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -22,27 +23,44 @@ _END_OF_HEADERS = b"\r\n\r\n"
 class CoalescingTransport:
     """A transport proxy: a write that is a whole header block waits for the next write of the same loop step."""
 
-    __slots__ = ("_held", "_loop", "_transport")
+    __slots__ = ("_flush_at_step_end", "_held", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._held: bytes | None = None
+        self._flush_at_step_end: asyncio.Handle | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._held is not None:
-            data, self._held = self._held + data, None
+            self._transport.write(self._take() + data)
         elif data[:7] == _STATUS_LINE and data[-4:] == _END_OF_HEADERS:
             self._held = bytes(data)
-            self._loop.call_soon(self.flush)
-            return
-        self._transport.write(data)
+            self._flush_at_step_end = self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.write(b"".join(chunks))
+
+    def _take(self) -> bytes:
+        held, self._held = self._held, None
+        if self._flush_at_step_end is not None:
+            self._flush_at_step_end.cancel()
+            self._flush_at_step_end = None
+        assert held is not None
+        return held
 
     def flush(self) -> None:
-        """Write a held header block now (also run at the end of the loop step that held it)."""
+        """Write a held header block now (also run at the end of the loop step that held it).
+
+        Dropped if the connection is already going away: nothing can reach that client any more, and uvloop
+        raises on a write to a closed handle.
+        """
         if self._held is not None:
-            data, self._held = self._held, None
-            self._transport.write(data)
+            held = self._take()
+            if not self._transport.is_closing():
+                self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
@@ -53,8 +71,13 @@ class CoalescingTransport:
         self._transport.write_eof()
 
     def abort(self) -> None:
-        self._held = None
+        self.discard()
         self._transport.abort()
+
+    def discard(self) -> None:
+        """Forget a held header block (the connection is lost)."""
+        if self._held is not None:
+            self._take()
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (get_extra_info, pause_reading, is_closing, ...) is the real transport's.
@@ -65,4 +88,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` writing through a `CoalescingTransport` (``uvicorn --http runtime.transport:...``)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._coalescing = CoalescingTransport(transport, self.loop)
+        super().connection_made(self._coalescing)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._coalescing.discard()
+        super().connection_lost(exc)

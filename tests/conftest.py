@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,17 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_model import write_fake_model_dir  # noqa: E402
-
-try:
-    from hypothesis import settings
-
-    # CI runs the same examples every time (a random find there would block a submission that did not cause it);
-    # local runs keep exploring, and keep what they find in .hypothesis/.
-    settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
-    if os.environ.get("CI"):
-        settings.load_profile("ci")
-except ImportError:  # pragma: no cover - hypothesis comes with the dev extra
-    pass
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -112,6 +112,24 @@ def test_a_response_leaves_in_one_write(tmp_path: Path) -> None:
     assert json.loads(payload)["prediction"]["signal"] in ("sell", "hold", "buy")
 
 
+def test_interim_and_bodiless_responses_are_not_held(tmp_path: Path) -> None:
+    """Through the coalescing transport: a 100 Continue arrives before the body is sent, and HEAD gets headers."""
+    body = _predict_body()
+    head = (
+        f"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-api-key: {KEY}\r\n"
+        f"expect: 100-continue\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
+    with server(tmp_path) as (_, port), socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head)
+        assert s.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
+        s.sendall(b"HEAD /health HTTP/1.1\r\nhost: x\r\n\r\n")  # the same keep-alive connection
+        headers = s.recv(65536)
+    assert headers.startswith(b"HTTP/1.1 200 OK") and headers.endswith(b"\r\n\r\n"), headers
+
+
 def test_malformed_requests_leave_the_server_ready(tmp_path: Path) -> None:
     bad = [b"{", b"[]", b'{"symbol": "X", "ohlcv_data": [1e400]}', b"\x00" * 100, b'{"symbol":' * 5000]
     with server(tmp_path) as (proc, port):

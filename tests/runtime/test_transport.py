@@ -16,6 +16,10 @@ class RecordingTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.events: list[str] = []
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
 
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
@@ -81,7 +85,32 @@ def test_close_and_eof_flush_first_and_abort_discards() -> None:
     assert after == [] and real.events == ["abort"]
 
 
+def test_writelines_keeps_the_order() -> None:
+    _, (during, _) = _within_one_step(lambda t: (t.write(HEAD), t.writelines([b"{", b"}"])))
+    assert during == [HEAD + b"{}"]
+
+
+def test_a_block_held_when_the_connection_goes_is_dropped() -> None:
+    def reset(t: CoalescingTransport) -> None:
+        t.write(HEAD)
+        real.closing = True  # the peer reset the connection before the step ended
+
+    real = RecordingTransport()
+
+    async def main() -> None:
+        reset(CoalescingTransport(real, asyncio.get_running_loop()))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert real.writes == []
+
+
 def test_other_attributes_are_the_real_transports() -> None:
     real = RecordingTransport()
-    t = CoalescingTransport(real, asyncio.new_event_loop())  # type: ignore[arg-type]
-    assert t.get_extra_info("peername") == ("127.0.0.1", 1)
+    loop = asyncio.new_event_loop()
+    try:
+        t = CoalescingTransport(real, loop)  # type: ignore[arg-type]
+        assert t.get_extra_info("peername") == ("127.0.0.1", 1)
+        assert not t.is_closing()
+    finally:
+        loop.close()
