@@ -94,6 +94,23 @@ def summarise_rounds(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[int, d
     return out
 
 
+def _in_proportion(results: Mapping[str, Any]) -> list[str]:
+    """One sentence putting the one-connection p50 against the HTTP floor and the model floor, when both ran."""
+    conns = min(results["meta"].get("connections") or [1])
+    http = results["summary"].get("http", {}).get(conns) or results["summary"].get("http", {}).get(str(conns))
+    int8 = results["summary"].get("int8", {}).get(conns) or results["summary"].get("int8", {}).get(str(conns))
+    model = (results.get("floor") or {}).get("points", {}).get("int8@1")
+    if not (http and int8 and model and http["ok"] and int8["ok"]):
+        return []
+    work = int8["p50_ms"] - http["p50_ms"]
+    return [
+        "",
+        f"In proportion, at {conns} connection(s): the HTTP floor (`http`: the same uvicorn stack, no validation, "
+        f"no model) answers in p50 {_f(http['p50_ms'])} ms, the INT8 service in {_f(int8['p50_ms'])} ms; the "
+        f"difference, {_f(work)} ms, is {_f(work / model['p50_ms'], 2)}x the bare model's {_f(model['p50_ms'])} ms.",
+    ]
+
+
 def _finite(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
@@ -214,6 +231,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         value = "—" if t["value"] is None else f"{t['value']:.3g}{t['unit']}"
         note = f" — {t['note']}" if t["note"] else ""
         lines.append(f"| {t['name']} | {value} | {t['op']} {t['threshold']:g}{t['unit']} | **{t['status']}**{note} |")
+    lines += _in_proportion(results)
     for name, targets in results.get("other_targets", {}).items():
         lines += [
             "",

@@ -45,6 +45,7 @@ from bench.servers import (
     Server,
     ServerSpec,
     free_port,
+    http_floor_spec,
     post_predict,
     running,
     seed_spec,
@@ -54,6 +55,7 @@ from bench.servers import (
 log = logging.getLogger("bench")
 
 SEED = "seed"
+HTTP = "http"
 CLASSES = ("sell", "hold", "buy")
 #: |Δp| between a server's answer and bare onnxruntime on the same window above which it is wrong, not noise.
 VERIFY_ATOL = 1e-3
@@ -75,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--configs",
-        default="int8,fp32,seed",
-        help="base configurations to run, comma-separated subset of int8,fp32,seed",
+        default="int8,fp32,seed,http",
+        help="base configurations to run, comma-separated subset of int8,fp32,seed,http (http: the HTTP floor)",
     )
     p.add_argument("--cold-start-runs", type=int, default=None, help="spawns per configuration (default 3)")
     p.add_argument("--floor-seconds", type=float, default=None, help="seconds per floor point (default 4)")
@@ -122,9 +124,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.out = "bench/results/raw/quick" if quick else "bench/results"
     args.connections = sorted({int(c) for c in str(args.connections).split(",") if c.strip()})
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = set(args.configs) - {"int8", "fp32", SEED}
+    unknown = set(args.configs) - {"int8", "fp32", SEED, HTTP}
     if unknown:
-        raise SystemExit(f"--configs: unknown {sorted(unknown)}; allowed: int8, fp32, seed")
+        raise SystemExit(f"--configs: unknown {sorted(unknown)}; allowed: int8, fp32, seed, http")
     return args
 
 
@@ -147,6 +149,19 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
                         ),
                     }
                 )
+        elif name == HTTP:
+            out.append(
+                {
+                    "name": HTTP,
+                    "kind": "http",
+                    "precision": "none",
+                    "workers": 1,
+                    "description": (
+                        "bench/http_floor.py: the service's uvicorn stack answering a fixed 700-byte JSON body "
+                        "after reading the request, no validation and no model (what HTTP alone costs)"
+                    ),
+                }
+            )
         else:
             out.append(
                 {
@@ -193,6 +208,8 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
 def spec_for(config: dict[str, Any], port: int, args: argparse.Namespace) -> ServerSpec:
     if config["kind"] == "seed":
         return seed_spec(config["name"], port=port, model_dir=args.model_dir, threads=config["threads"])
+    if config["kind"] == "http":
+        return http_floor_spec(config["name"], port=port)
     return service_spec(
         config["name"],
         port=port,
@@ -311,6 +328,8 @@ def verify(server: Server, body: bytes, expected: dict[str, list[float]], api_ke
         return {"ok": False, "detail": f"no answer: {e}"}
     if status != 200 or not isinstance(parsed, dict):
         return {"ok": False, "status": status, "detail": f"HTTP {status}: {raw[:300]!r}"}
+    if server.spec.kind == "http":  # the HTTP floor has no model: a JSON 200 is all it promises
+        return {"ok": True, "status": status, "max_abs_dp": None, "detail": "200, fixed body (no model)"}
     try:
         pred = parsed["prediction"]
         probs = [float(pred["probabilities"][k]) for k in CLASSES]

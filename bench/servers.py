@@ -44,7 +44,7 @@ class ServerSpec:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     ready_path: str = "/ready"
-    kind: str = "service"  # "service" or "seed"
+    kind: str = "service"  # "service", "seed" or "http" (the HTTP floor: no validation, no model)
     precision: str = "int8"
     workers: int = 1
 
@@ -101,6 +101,11 @@ def seed_spec(name: str, *, port: int, model_dir: str, threads: int | None) -> S
     if threads is not None:
         argv += ["--threads", str(threads)]
     return ServerSpec(name=name, argv=argv, ready_path="/health", kind="seed", precision="fp32")
+
+
+def http_floor_spec(name: str, *, port: int) -> ServerSpec:
+    argv = [sys.executable, "-m", "bench.http_floor", "--host", "127.0.0.1", "--port", str(port)]
+    return ServerSpec(name=name, argv=argv, kind="http", precision="none")
 
 
 class Server:

@@ -16,7 +16,7 @@ from runtime.settings import Settings
 log = logging.getLogger("runtime")
 
 
-def _uvicorn_kwargs(settings: Settings) -> dict[str, object]:
+def uvicorn_options(settings: Settings) -> dict[str, object]:
     try:
         import uvloop  # noqa: F401
 
@@ -71,7 +71,7 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
             return preloaded.pop() if preloaded else default_model_loader(s, version)
 
         app = create_app(settings, model_loader=loader)
-        config = uvicorn.Config(app, **_uvicorn_kwargs(settings))
+        config = uvicorn.Config(app, **uvicorn_options(settings))
         server = uvicorn.Server(config)
         if settings.inline_when_idle:
             tasks = server.server_state.tasks  # one asyncio task per request the server holds
@@ -96,5 +96,5 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
     from runtime.__main__ import export_to_environ
 
     export_to_environ(settings)
-    uvicorn.run("runtime.server:app_from_env", factory=True, workers=settings.workers, **_uvicorn_kwargs(settings))
+    uvicorn.run("runtime.server:app_from_env", factory=True, workers=settings.workers, **uvicorn_options(settings))
     return 0

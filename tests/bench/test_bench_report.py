@@ -98,7 +98,10 @@ def test_missing_measurements_are_not_applicable() -> None:
 
 
 def test_markdown_and_plot_are_written(tmp_path: Any) -> None:
-    rows = rows_for(service_p50=0.9, service_rps64=1600)
+    rows = [*rows_for(service_p50=0.9, service_rps64=1600), row("http", 1, 9000, 0.1)]
+    rows[0]["inside_server"] = {"server_ms": 0.7, "model_ms_per_run": 0.4, "windows_per_run": 1.0}
+    rows[0]["inside_server"]["model_ms_per_request"] = 0.4
+    rows[0]["mean_ms"] = 0.95
     s = report.summarise_rounds(rows)
     targets = report.evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=0.8, rss_mb=120)
     results: dict[str, Any] = {
@@ -114,6 +117,7 @@ def test_markdown_and_plot_are_written(tmp_path: Any) -> None:
             "duration_s": 3,
             "warmup_s": 1,
             "rounds": 1,
+            "connections": [1, 64],
             "versions": {"wrk": "4.1"},
         },
         "configs": [{"name": "int8", "description": "service"}, {"name": "seed", "description": "seed"}],
@@ -129,6 +133,22 @@ def test_markdown_and_plot_are_written(tmp_path: Any) -> None:
     assert "QUICK RUN" in md
     assert "| int8 | 1 | 900 | 0.9 |" in md
     assert "**PASS**" in md
+    # in proportion: (0.9 - 0.1) ms of work against the 0.5 ms model floor
+    assert "HTTP floor (`http`" in md and "the difference, 0.8 ms, is 1.6x the bare model's 0.5 ms" in md
+    # where the time goes: 0.95 - 0.7 outside, 0.7 - 0.4 rest in server
+    assert "| int8 | 1 | 0.95 | 0.7 | 0.25 | 0.4 | 1 | 0.4 | 0.3 |" in md
     pytest.importorskip("matplotlib")  # the `train` extra
     report.plot(tmp_path / "p.png", s, results["floor"], "t")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_http_floor_answers_a_fixed_body_after_reading_the_request() -> None:
+    from starlette.testclient import TestClient
+
+    from bench import http_floor
+
+    with TestClient(http_floor.app) as client:  # type: ignore[arg-type]
+        r = client.post("/predict", content=b"x" * 10_000, headers={"content-type": "application/json"})
+        assert r.status_code == 200 and r.content == http_floor.ANSWER
+        assert 600 <= len(r.content) <= 800  # about a real prediction's size
+        assert client.get("/ready").json() == {"status": "ready"}

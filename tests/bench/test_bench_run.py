@@ -45,7 +45,8 @@ def test_configurations_from_the_command_line() -> None:
         )
     )  # fmt: skip
     configs = {c["name"]: c for c in run.configurations(args)}
-    assert list(configs) == ["int8", "fp32", "seed", "seed-t2", "int8-w2", "int8-t1"]
+    assert list(configs) == ["int8", "fp32", "seed", "seed-t2", "http", "int8-w2", "int8-t1"]
+    assert configs["http"]["kind"] == "http"
     assert configs["int8-w2"]["workers"] == 2
     assert configs["seed-t2"]["threads"] == 2
     assert configs["int8-t1"]["env"] == {"EDGE_INTRA_OP_THREADS": "1"}
