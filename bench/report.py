@@ -97,8 +97,11 @@ def summarise_rounds(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[int, d
 def _in_proportion(results: Mapping[str, Any]) -> list[str]:
     """One sentence putting the one-connection p50 against the HTTP floor and the model floor, when both ran."""
     conns = min(results["meta"].get("connections") or [1])
-    http = results["summary"].get("http", {}).get(conns) or results["summary"].get("http", {}).get(str(conns))
-    int8 = results["summary"].get("int8", {}).get(conns) or results["summary"].get("int8", {}).get(str(conns))
+
+    def at(config: str) -> Mapping[str, Any] | None:  # keys are ints in-process, strings after a JSON round trip
+        return {int(c): p for c, p in results["summary"].get(config, {}).items()}.get(conns)
+
+    http, int8 = at("http"), at("int8")
     model = (results.get("floor") or {}).get("points", {}).get("int8@1")
     if not (http and int8 and model and http["ok"] and int8["ok"]):
         return []

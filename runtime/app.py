@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime import __version__
 from runtime.batching import Batcher
-from runtime.body import read_body, read_limited_body
+from runtime.body import read_body
 from runtime.constants import CLASSES, WINDOW_LENGTH
 from runtime.decoding import Window, decode_batch, decode_prediction
 from runtime.drift import DriftMonitor
@@ -207,8 +207,14 @@ def _check_json_type(content_type: str) -> None:
 
 
 async def _read_json_body(request: Request, limit: int) -> bytes:
-    _check_json_type(request.headers.get("content-type", ""))
-    body = await read_limited_body(request, limit)
+    headers = request.headers
+    return await _read_json(request.receive, headers.get("content-type"), headers.get("content-length"), limit)
+
+
+async def _read_json(receive: Receive, content_type: str | None, length: str | None, limit: int) -> bytes:
+    """A JSON request's body from its Content-Type and Content-Length values: 415, 400 and 413 as they apply."""
+    _check_json_type(content_type or "")
+    body = await read_body(receive, length, limit)
     if not body:
         raise BadRequest("request body is empty; send a JSON object")
     return body
@@ -371,10 +377,7 @@ class PredictEndpoint:
             service = _serving(self.service)
             with admission(service):
                 _check_api_key(api_key, service)
-                _check_json_type(content_type or "")
-                body = await read_body(receive, length, service.settings.max_body_bytes)
-                if not body:
-                    raise BadRequest("request body is empty; send a JSON object")
+                body = await _read_json(receive, content_type, length, service.settings.max_body_bytes)
                 window = decode_prediction(body)
                 [payload], _ = await _run(
                     service, [window], deadline=_parse_deadline(deadline), rid=_request_id(scope) or ""

@@ -8,38 +8,22 @@ from starlette.types import Receive
 from runtime.errors import BadRequest, PayloadTooLarge
 
 
-def _check_declared(declared: str | None, limit: int) -> None:
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The raw body; `PayloadTooLarge` as soon as it is known to exceed `limit` bytes (never buffered whole)."""
+    return await read_body(request.receive, request.headers.get("content-length"), limit)
+
+
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The body from ASGI `receive`, given the Content-Length header's value (None when absent).
+
+    Plain ASGI, so the `/predict` hot path needs no `Request`. A client that goes away mid-body raises Starlette's
+    `ClientDisconnect`, as `Request.stream()` does.
+    """
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()):
             raise BadRequest(f"Content-Length '{declared[:32]}' is not a number")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-
-
-async def read_limited_body(request: Request, limit: int) -> bytes:
-    """The raw body; `PayloadTooLarge` as soon as it is known to exceed `limit` bytes (never buffered whole)."""
-    _check_declared(request.headers.get("content-length"), limit)
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    """`read_limited_body` in plain ASGI, for the `/predict` hot path, which builds no `Request`.
-
-    `declared` is the Content-Length header's value (None when absent). A client that goes away mid-body raises
-    Starlette's `ClientDisconnect`, as `Request.stream()` does.
-    """
-    _check_declared(declared, limit)
     chunks = []
     size = 0
     while True:
@@ -51,7 +35,7 @@ async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
