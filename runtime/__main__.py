@@ -66,6 +66,8 @@ def export_to_environ(settings: Settings) -> None:
         value = getattr(settings, name)
         if value is None:
             continue
+        if isinstance(value, tuple):
+            value = ",".join(value)
         if name == "api_keys":
             value = ",".join(k.get_secret_value() for k in value)
         os.environ[f"EDGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)

@@ -12,7 +12,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +47,7 @@ from runtime.errors import (
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.metrics import Metrics
 from runtime.openapi import openapi_schema
-from runtime.risk import assess, window_features
+from runtime.risk import assess, seed_assessment, window_features
 from runtime.schemas import ReloadRequest
 from runtime.session import Model, ModelInfo, threads_per_worker
 from runtime.settings import Settings
@@ -172,12 +172,18 @@ def _request_id(scope: Scope) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
+def detail(loc: Iterable[str | int], message: str, type_: str) -> dict[str, str]:
+    """One entry of an error's `details`, as the seed's validation handler writes it (dotted `field`)."""
+    return {"field": ".".join(str(part) for part in loc), "message": message, "type": type_}
+
+
 def _validation_details(e: ValidationError) -> tuple[int, str, str, list[dict[str, Any]]]:
+    # FastAPI (the seed) prefixes body fields with "body": clients parse "body.sequence.3.high".
     errors = e.errors(include_url=False, include_input=False, include_context=False)
-    details = [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in errors]
+    details = [detail(("body", *err["loc"]), err["msg"], err["type"]) for err in errors]
     if any(err["type"] == "json_invalid" for err in errors):
         return 400, "BAD_REQUEST", "request body is not valid JSON", details
-    return 422, "VALIDATION_ERROR", f"request failed validation ({len(details)} error(s))", details
+    return 422, "VALIDATION_FAILED", "Validation Error", details
 
 
 # -- request plumbing -------------------------------------------------------------------------------------------
@@ -202,7 +208,7 @@ def _check_json_type(content_type: str) -> None:
     if content_type.split(";", 1)[0].strip().lower() not in _JSON_TYPES:
         raise UnsupportedMediaType(
             f"Content-Type '{content_type[:100]}' is not supported; send 'application/json'",
-            details=[{"loc": ["header", "content-type"], "msg": "must be application/json", "type": "media_type"}],
+            details=[detail(("header", "content-type"), "must be application/json", "media_type")],
         )
 
 
@@ -258,25 +264,40 @@ def _check_fresh(service: Service, reqs: list[Window]) -> None:
         age = (now - req.last_timestamp).total_seconds()
         if age > max_age:
             service.metrics.rejected.labels("stale").inc()
-            loc: list[str | int] = ["ohlcv_data", WINDOW_LENGTH - 1, "timestamp"]
+            loc: list[str | int] = ["sequence", WINDOW_LENGTH - 1, "timestamp"]
             raise StaleWindow(
                 f"window is stale: last candle is {age:.0f} s old, the limit is {max_age:g} s",
                 details=[
-                    {
-                        "loc": loc if len(reqs) == 1 else ["requests", i, *loc],
-                        "msg": f"last candle older than {max_age:g} s",
-                        "type": "stale_window",
-                    }
+                    detail(
+                        ["body", *loc] if len(reqs) == 1 else ["body", "requests", i, *loc],
+                        f"last candle older than {max_age:g} s",
+                        "stale_window",
+                    )
                 ],
             )
 
 
-def _prediction(probs: np.ndarray[Any, Any]) -> dict[str, Any]:
-    idx = int(probs.argmax())
+def _response(
+    req: Window, probs: list[float], fmea: dict[str, Any], info: ModelInfo, compute_ms: float, rid: str, now: str
+) -> dict[str, Any]:
+    """The seed's `PredictionResponse` for one window; the service's additions are extra keys beside its own."""
+    idx = probs.index(max(probs))  # the first maximum, as numpy's argmax
+    confidence = probs[idx]
     return {
-        "signal": CLASSES[idx],
-        "confidence": float(probs[idx]),
-        "probabilities": {name: float(p) for name, p in zip(CLASSES, probs, strict=True)},
+        "prediction": {
+            "signal": CLASSES[idx],
+            "confidence": confidence,
+            "probabilities": dict(zip(CLASSES, probs, strict=True)),
+            "symbol": req.symbol,
+            "exchange": req.exchange,
+            "model_version": info.version,
+            "inference_time_ms": compute_ms,
+            "timestamp": now,
+            "request_id": rid,
+            "precision": info.precision,
+            "provider": info.provider,
+        },
+        "risk": {**seed_assessment(confidence, req.closes), "fmea": fmea},
     }
 
 
@@ -288,13 +309,12 @@ async def _run(
     windows = reqs[0].window[None] if len(reqs) == 1 else np.stack([r.window for r in reqs])  # (n, 60, 5)
     batcher = service.batcher
     assert batcher is not None
-    want_risk = [r.include_risk for r in reqs]
     result = None
     if service.backlog is not None and service.backlog() <= 1:
         # Alone on the server: skip both thread hand-offs (see Batcher.run_inline_if_idle).
         result = batcher.run_inline_if_idle(windows)
     if result is not None:
-        features = window_features(windows) if any(want_risk) else None
+        features = window_features(windows)
     else:
         try:
             pending = batcher.enqueue(windows, deadline=deadline)
@@ -302,7 +322,7 @@ async def _run(
             service.metrics.rejected.labels("overloaded").inc()
             raise
         # The candle-only risk features are computed while the model runs on the inference thread.
-        features = window_features(windows) if any(want_risk) else None
+        features = window_features(windows)
         try:
             result = await pending
         except DeadlineExceeded:
@@ -312,19 +332,12 @@ async def _run(
     info: ModelInfo = result.tag
     if service.drift is not None and info.precision == "int8":
         service.drift.offer(windows, probs)
-    risks = assess(features, probs) if features is not None else [None] * len(reqs)
+    fmea = assess(features, probs)
     now = datetime.now(UTC).isoformat()
+    compute_ms = round(result.compute_ms, 4)
+    rows = probs.tolist()
     return [
-        {
-            "request_id": rid if len(reqs) == 1 else f"{rid}-{i}",
-            "symbol": req.symbol,
-            "prediction": _prediction(probs[i]),
-            "risk": risks[i] if want_risk[i] else None,
-            "model_version": info.version,
-            "precision": info.precision,
-            "inference_time_ms": round(result.compute_ms, 4),
-            "timestamp": now,
-        }
+        _response(req, rows[i], fmea[i], info, compute_ms, rid if len(reqs) == 1 else f"{rid}-{i}", now)
         for i, req in enumerate(reqs)
     ], result.compute_ms
 
@@ -344,7 +357,7 @@ def _parse_deadline(raw: str | None) -> float | None:
     if not (0 < budget <= 600_000):
         raise BadRequest(
             f"X-Deadline-Ms '{raw[:32]}' must be a number of milliseconds in (0, 600000]",
-            details=[{"loc": ["header", "x-deadline-ms"], "msg": "must be in (0, 600000]", "type": "value_error"}],
+            details=[detail(("header", "x-deadline-ms"), "must be in (0, 600000]", "value_error")],
         )
     return time.perf_counter() + budget / 1000
 
@@ -378,7 +391,7 @@ class PredictEndpoint:
             with admission(service):
                 _check_api_key(api_key, service)
                 body = await _read_json(receive, content_type, length, service.settings.max_body_bytes)
-                window = decode_prediction(body)
+                window = decode_prediction(body, service.settings.exchanges)
                 [payload], _ = await _run(
                     service, [window], deadline=_parse_deadline(deadline), rid=_request_id(scope) or ""
                 )
@@ -404,18 +417,9 @@ async def predict_batch(request: Request) -> Response:
     with admission(service):
         _authorize(request, service)
         body = await _read_json_body(request, service.settings.max_body_bytes)
-        predictions, compute_ms = await _run(
-            service, decode_batch(body), deadline=_deadline(request), rid=_request_id(request.scope) or ""
-        )
-    return _json(
-        200,
-        {
-            "request_id": _request_id(request.scope),
-            "predictions": predictions,
-            "batch_size": len(predictions),
-            "inference_time_ms": round(compute_ms, 4),
-        },
-    )
+        windows = decode_batch(body, service.settings.exchanges)
+        predictions, _ = await _run(service, windows, deadline=_deadline(request), rid=_request_id(request.scope) or "")
+    return _json(200, predictions)  # the seed's list[PredictionResponse], in request order
 
 
 async def health(request: Request) -> Response:

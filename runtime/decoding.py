@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -30,6 +30,7 @@ from runtime.schemas import (
     PRICE_MAX,
     PRICE_MIN,
     SYMBOL_MAX_LENGTH,
+    DEFAULT_EXCHANGES,
     SYMBOL_PATTERN,
     VOLUME_MAX,
     BatchPredictionRequest,
@@ -59,8 +60,8 @@ class _Candle(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 class _Request(msgspec.Struct, forbid_unknown_fields=True):
     symbol: Annotated[str, Meta(max_length=SYMBOL_MAX_LENGTH)]
-    ohlcv_data: Annotated[list[_Candle], Meta(min_length=WINDOW_LENGTH, max_length=WINDOW_LENGTH)]
-    include_risk: bool = True
+    exchange: str
+    sequence: Annotated[list[_Candle], Meta(min_length=WINDOW_LENGTH, max_length=WINDOW_LENGTH)]
 
 
 class _Batch(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,20 +78,21 @@ class Window:
     """One validated request as the model and the response need it."""
 
     symbol: str
-    include_risk: bool
+    exchange: str
     window: Float32Array  # (60, 5) in `FEATURES` order
+    closes: list[float]  # the close prices as sent (float64): the seed's risk formulas read these
     last_timestamp: datetime  # open time of the newest candle (for the staleness check)
 
     @classmethod
     def from_request(cls, req: PredictionRequest) -> Window:
-        return cls(req.symbol, req.include_risk, req.window, req.ohlcv_data[-1]["timestamp"])
+        return cls(req.symbol, req.exchange, req.window, req.closes, req.sequence[-1]["timestamp"])
 
 
-def _accept(req: _Request) -> Window | None:
+def _accept(req: _Request, exchanges: Container[str]) -> Window | None:
     """The schema's rules on a decoded request; None when any fails (Pydantic then reports it)."""
-    if _SYMBOL.fullmatch(req.symbol) is None:
+    if req.exchange not in exchanges or _SYMBOL.fullmatch(req.symbol) is None:
         return None
-    candles = req.ohlcv_data
+    candles = req.sequence
     times = list(map(_TIMESTAMP, candles))
     # Strictly increasing, with the margin above; map() keeps the 59 steps out of the interpreter loop.
     if min(map(operator.sub, times[1:], times)) < _MIN_STEP:
@@ -98,26 +100,31 @@ def _accept(req: _Request) -> Window | None:
     rows = np.array([(c.open, c.high, c.low, c.close, c.volume) for c in candles], dtype=np.float64)  # (60, 5)
     if ohlc_violations(rows):
         return None
-    return Window(req.symbol, req.include_risk, rows.astype(np.float32), times[-1])
+    return Window(req.symbol, req.exchange, rows.astype(np.float32), rows[:, 3].tolist(), times[-1])
 
 
-def decode_prediction(body: bytes) -> Window:
-    """A `/predict` body → its window. Raises Pydantic's `ValidationError` for any invalid body."""
+def decode_prediction(body: bytes, exchanges: tuple[str, ...] = DEFAULT_EXCHANGES) -> Window:
+    """A `/predict` body → its window. Raises Pydantic's `ValidationError` for any invalid body.
+
+    `exchanges` is the accepted list (``EDGE_EXCHANGES``), in the order the error message names them.
+    """
     try:
-        window = _accept(_decode_request(body))
+        window = _accept(_decode_request(body), exchanges)
     except (msgspec.ValidationError, msgspec.DecodeError):
         window = None
     if window is None:
-        return Window.from_request(PredictionRequest.model_validate_json(body))
+        req = PredictionRequest.model_validate_json(body, context={"exchanges": exchanges})
+        return Window.from_request(req)
     return window
 
 
-def decode_batch(body: bytes) -> list[Window]:
+def decode_batch(body: bytes, exchanges: tuple[str, ...] = DEFAULT_EXCHANGES) -> list[Window]:
     """A `/predict/batch` body → its windows, in order. Raises Pydantic's `ValidationError` when invalid."""
     try:
-        windows: Sequence[Window | None] = [_accept(r) for r in _decode_batch(body).requests]
+        windows: Sequence[Window | None] = [_accept(r, exchanges) for r in _decode_batch(body).requests]
     except (msgspec.ValidationError, msgspec.DecodeError):
         windows = [None]
     if any(w is None for w in windows):
-        return [Window.from_request(r) for r in BatchPredictionRequest.model_validate_json(body).requests]
+        batch = BatchPredictionRequest.model_validate_json(body, context={"exchanges": exchanges})
+        return [Window.from_request(r) for r in batch.requests]
     return [w for w in windows if w is not None]

@@ -11,7 +11,6 @@ from pydantic.json_schema import models_json_schema
 from runtime import __version__
 from runtime.schemas import (
     BatchPredictionRequest,
-    BatchPredictionResponse,
     ErrorResponse,
     PredictionRequest,
     PredictionResponse,
@@ -24,8 +23,9 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF.format(model=name)}
 
 
-def _json_content(name: str) -> dict[str, Any]:
-    return {"application/json": {"schema": _ref(name)}}
+def _json_content(name: str, *, array: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "array", "items": _ref(name)} if array else _ref(name)
+    return {"application/json": {"schema": schema}}
 
 
 _ERRORS = {
@@ -39,7 +39,7 @@ _ERRORS = {
 }
 
 
-def _post(summary: str, request: str, response: str) -> dict[str, Any]:
+def _post(summary: str, request: str, response: str, *, array: bool = False) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
@@ -55,7 +55,7 @@ def _post(summary: str, request: str, response: str) -> dict[str, Any]:
             ],
             "requestBody": {"required": True, "content": _json_content(request)},
             "responses": {
-                "200": {"description": "Prediction", "content": _json_content(response)},
+                "200": {"description": "Prediction", "content": _json_content(response, array=array)},
                 **{code: {"description": d, "content": _json_content("ErrorResponse")} for code, d in _ERRORS.items()},
             },
         }
@@ -78,7 +78,6 @@ def openapi_schema() -> dict[str, Any]:
         PredictionRequest,
         BatchPredictionRequest,
         PredictionResponse,
-        BatchPredictionResponse,
         ErrorResponse,
     ]
     _, defs = models_json_schema(
@@ -91,7 +90,10 @@ def openapi_schema() -> dict[str, Any]:
         "paths": {
             "/predict": _post("Signal for one 60-candle window", "PredictionRequest", "PredictionResponse"),
             "/predict/batch": _post(
-                "Signals for up to 100 windows in one model run", "BatchPredictionRequest", "BatchPredictionResponse"
+                "Signals for up to 100 windows, a list in request order",
+                "BatchPredictionRequest",
+                "PredictionResponse",
+                array=True,
             ),
             "/health": _get("Liveness", {"200": "Process is up"}),
             "/ready": _get("Readiness: model loaded and warmed", {"200": "Ready", "503": "Not ready"}),

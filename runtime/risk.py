@@ -1,4 +1,12 @@
-"""FMEA-style risk scoring of a signal: numpy over a batch of windows, a leaner numpy path for one window.
+"""Risk of acting on a signal: the seed's `RiskAssessment.from_signal`, and an FMEA breakdown beside it.
+
+`seed_assessment` is the contract: the seed's `calculate_volatility` and `calculate_trend_strength` on the close
+prices as the client sent them (float64, the seed's own arithmetic in the seed's order, so thresholds fall where
+the seed's fall), scored by the seed's rules. `tests/runtime/test_risk.py` compares it with a verbatim
+transcription of the seed's functions on real windows.
+
+The FMEA breakdown (`assess`) is the service's addition for explaining a signal; it is computed with numpy over
+a batch of windows, or a leaner numpy path for one window.
 
 Each factor is scored 1-10 and the risk priority number is their product, as in a failure-mode-and-effects
 analysis: severity (how much a wrong signal could cost: the window's volatility), occurrence (how likely the
@@ -28,6 +36,61 @@ _LEVEL_EDGES = (100, 200, 400)
 _LEVELS = ("low", "medium", "high", "critical")  # RPN <= 100, <= 200, <= 400, > 400
 _GAP_VS_VOL = 5.0  # a jump between candles larger than this many volatilities is flagged
 _SPIKE = 5.0  # a last volume larger than this many times the earlier average is flagged
+
+
+_LOW_CONFIDENCE, _HIGH_VOLATILITY, _WEAK_TREND = 0.7, 0.05, 0.3
+
+
+def volatility(closes: list[float]) -> float:
+    """The seed's ``calculate_volatility``: population std of close-to-close simple returns."""
+    returns = [(closes[i] - closes[i - 1]) / closes[i - 1] for i in range(1, len(closes))]
+    if not returns:
+        return 0.0
+    mean = sum(returns) / len(returns)
+    variance = sum((r - mean) ** 2 for r in returns) / len(returns)
+    return float(variance**0.5)
+
+
+def trend_strength(closes: list[float]) -> float:
+    """The seed's ``calculate_trend_strength``: |last - first| / sum of |step|, in [0, 1]."""
+    if len(closes) < 2:
+        return 0.0
+    total_move = abs(closes[-1] - closes[0])
+    total_path = sum(abs(closes[i] - closes[i - 1]) for i in range(1, len(closes)))
+    return total_move / total_path if total_path > 0 else 0.0
+
+
+def seed_assessment(confidence: float, closes: list[float]) -> dict[str, Any]:
+    """The seed's ``RiskAssessment.from_signal`` for one window, plus the two inputs it was scored on."""
+    vol = volatility(closes)
+    trend = trend_strength(closes)
+    factors = []
+    score = 0.0
+    if confidence < _LOW_CONFIDENCE:
+        factors.append("Low model confidence")
+        score += 2.0
+    if vol > _HIGH_VOLATILITY:
+        factors.append("High market volatility")
+        score += 3.0
+    if trend < _WEAK_TREND:
+        factors.append("Weak trend signal")
+        score += 1.5
+    if score < 2:
+        level, recommendation = "low", "Proceed with standard position size"
+    elif score < 4:
+        level, recommendation = "medium", "Consider reduced position size"
+    elif score < 7:
+        level, recommendation = "high", "High risk - use caution"
+    else:
+        level, recommendation = "critical", "Do not trade - conditions unfavorable"
+    return {
+        "risk_score": min(score, 10.0),
+        "risk_level": level,
+        "factors": factors,
+        "recommendation": recommendation,
+        "volatility": vol,
+        "trend_strength": trend,
+    }
 
 
 @dataclass(frozen=True)
@@ -104,7 +167,7 @@ def assess(features: WindowFeatures, probabilities: FloatArray) -> list[dict[str
                 "detection": detection,
                 "risk_priority_number": rpn,
                 "risk_level": _LEVELS[bisect.bisect_left(_LEVEL_EDGES, rpn)],
-                "volatility": vol,
+                "log_volatility": vol,
                 "factors": factors,
             }
         )

@@ -8,7 +8,7 @@ request bodies and training (through `OHLCVPoint`) to CSV rows.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     ValidationError,
     field_validator,
     model_validator,
@@ -26,11 +27,16 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict
 
-from runtime.constants import CLASSES, MAX_BATCH_REQUESTS, WINDOW_LENGTH
+from runtime.constants import MAX_BATCH_REQUESTS, WINDOW_LENGTH
 
-#: Real exchange symbols: ``AAPL``, ``BRK.B``, ``^GSPC``, ``ES=F``, ``BTC-PERP``, ``1000PEPE/USDT``, ``EUR/USD``.
-SYMBOL_PATTERN = r"^\^?[A-Za-z0-9][A-Za-z0-9._=\-]{0,23}(/[A-Za-z0-9][A-Za-z0-9._\-]{0,23})?$"
+#: The seed's upper-case pairs (``BTC/USDT``) and the real forms exchanges write: ``AAPL``, ``BRK.B``, ``^GSPC``,
+#: ``ES=F``, ``BTC-PERP``, ``1000PEPE/USDT``. Lower case is refused, as the seed's ``^[A-Z]+/[A-Z]+$`` refuses it.
+SYMBOL_PATTERN = r"^\^?[A-Z0-9][A-Z0-9._=\-]{0,23}(/[A-Z0-9][A-Z0-9._\-]{0,23})?$"
 SYMBOL_MAX_LENGTH = 48
+#: The seed's ``Literal["binance", "coinbase", "kraken", "bybit", "okx"]``; a deployment names its own venues with
+#: ``EDGE_EXCHANGES`` (passed to validation as ``context={"exchanges": ...}``).
+DEFAULT_EXCHANGES: tuple[str, ...] = ("binance", "coinbase", "kraken", "bybit", "okx")
+EXCHANGE_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,31}$"
 
 Signal = Literal["sell", "hold", "buy"]
 RiskLevel = Literal["low", "medium", "high", "critical"]
@@ -107,36 +113,61 @@ class Candle(TypedDict):
     volume: _Volume
 
 
+def literal_list(values: tuple[str, ...]) -> str:
+    """``'a', 'b' or 'c'``: how Pydantic's ``literal_error`` names the allowed values."""
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def exchange_error(exchanges: tuple[str, ...]) -> PydanticCustomError:
+    """The seed's verdict on an exchange outside its ``Literal``: same type, same message."""
+    return PydanticCustomError("literal_error", "Input should be {expected}", {"expected": literal_list(exchanges)})
+
+
 class PredictionRequest(BaseModel):
-    """One window of candles for one symbol, oldest first."""
+    """One window of candles for one symbol on one exchange, oldest first: the seed's ``PredictionRequest``."""
 
     model_config = _STRICT
 
     symbol: str = Field(
         pattern=SYMBOL_PATTERN,
         max_length=SYMBOL_MAX_LENGTH,
-        description="Instrument symbol as the exchange writes it, e.g. 'AAPL', 'BTC/USDT', '1000PEPE/USDT'.",
+        description="Instrument symbol in upper case as the exchange writes it, e.g. 'BTC/USDT', "
+        "'1000PEPE/USDT', 'BRK.B', '^GSPC'.",
         examples=["BTC/USDT"],
     )
+    exchange: str = Field(
+        description="Exchange the candles come from; one of the service's configured exchanges "
+        "(default: binance, coinbase, kraken, bybit, okx).",
+        json_schema_extra={"enum": list(DEFAULT_EXCHANGES)},
+        examples=["binance"],
+    )
     # Candles are TypedDicts, not models: validated in Rust without building 60 Python objects per request.
-    ohlcv_data: list[Candle] = Field(
+    sequence: list[Candle] = Field(
         min_length=WINDOW_LENGTH,
         max_length=WINDOW_LENGTH,
         description=f"Exactly {WINDOW_LENGTH} candles in strictly increasing time order, with "
         "low <= open, close <= high on each.",
     )
-    include_risk: bool = Field(default=True, description="Add the FMEA risk assessment to the response.")
     _window: npt.NDArray[np.float32] = PrivateAttr()
 
-    @field_validator("ohlcv_data")
+    @field_validator("exchange")
+    @classmethod
+    def _check_exchange(cls, value: str, info: ValidationInfo) -> str:
+        context = info.context if isinstance(info.context, dict) else {}
+        exchanges: tuple[str, ...] = tuple(context.get("exchanges", DEFAULT_EXCHANGES))
+        if value not in exchanges:
+            raise exchange_error(exchanges)
+        return value
+
+    @field_validator("sequence")
     @classmethod
     def _check_order(cls, points: list[Candle]) -> list[Candle]:
         for i in range(1, len(points)):
             if points[i]["timestamp"] <= points[i - 1]["timestamp"]:
                 raise PydanticCustomError(
                     "time_order",
-                    "ohlcv_data must be in strictly increasing time order: candle {i} ({t}) is not after "
-                    "candle {j} ({s})",
+                    "Sequence must be chronologically ordered. Point {i} ({t}) <= Point {j} ({s})",
                     {
                         "i": i,
                         "t": points[i]["timestamp"].isoformat(),
@@ -149,7 +180,7 @@ class PredictionRequest(BaseModel):
     @model_validator(mode="after")
     def _check_candles(self) -> PredictionRequest:
         candles = np.array(
-            [(c["open"], c["high"], c["low"], c["close"], c["volume"]) for c in self.ohlcv_data], dtype=np.float64
+            [(c["open"], c["high"], c["low"], c["close"], c["volume"]) for c in self.sequence], dtype=np.float64
         )  # (60, 5)
         problems = ohlc_violations(candles)
         if problems:
@@ -158,8 +189,8 @@ class PredictionRequest(BaseModel):
                 [
                     InitErrorDetails(
                         type=PydanticCustomError("ohlc_range", template, values),
-                        loc=("ohlcv_data", row),
-                        input=self.ohlcv_data[row],
+                        loc=("sequence", row),
+                        input=self.sequence[row],
                     )
                     for row, template, values in problems
                 ],
@@ -172,9 +203,14 @@ class PredictionRequest(BaseModel):
         """The candles as the model's float32 input row, shape (60, 5) in `FEATURES` order."""
         return self._window
 
+    @property
+    def closes(self) -> list[float]:
+        """The close prices as sent (float64): the seed's risk formulas read these."""
+        return [c["close"] for c in self.sequence]
+
 
 class BatchPredictionRequest(BaseModel):
-    """Up to 100 windows scored in one model call; results come back in request order."""
+    """Up to 100 windows; results come back as a list, in request order (the seed's ``BatchPredictionRequest``)."""
 
     model_config = _STRICT
 
@@ -190,15 +226,26 @@ class ClassProbabilities(BaseModel):
 
 
 class SignalPrediction(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """The seed's ``SignalPrediction``; `request_id`, `precision` and `provider` are the service's additions."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
 
     signal: Signal = Field(description="Arg-max class.")
     confidence: float = Field(ge=0, le=1, description="Probability of the predicted class.")
     probabilities: ClassProbabilities
+    symbol: str
+    exchange: str
+    model_version: str
+    inference_time_ms: float = Field(ge=0, description="Model compute time for the run this window was in.")
+    timestamp: datetime = Field(description="When the server produced the prediction (UTC).")
+    request_id: str = Field(description="The X-Request-Id of the HTTP request (suffixed -i in a batch).")
+    precision: Literal["int8", "fp32"] = Field(description="Precision of the model that ran.")
+    provider: str = Field(description="onnxruntime execution provider that ran the model: 'cpu' or 'cuda'.")
 
 
-class RiskAssessment(BaseModel):
-    """Failure-mode-and-effects scoring of acting on this signal (each factor 1-10, RPN = S x O x D)."""
+class FmeaBreakdown(BaseModel):
+    """Failure-mode-and-effects view of the same window (each factor 1-10, RPN = S x O x D): the service's
+    addition, for explaining a signal; the seed's `risk_score` and `risk_level` do not depend on it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -207,50 +254,51 @@ class RiskAssessment(BaseModel):
     detection: int = Field(ge=1, le=10, description="How hard a bad input is to notice: volume/gap anomalies.")
     risk_priority_number: int = Field(ge=1, le=1000, description="severity x occurrence x detection.")
     risk_level: RiskLevel
-    volatility: float = Field(ge=0, description="Standard deviation of close-to-close log returns.")
+    log_volatility: float = Field(ge=0, description="Standard deviation of close-to-close log returns.")
     factors: list[str] = Field(description="Human-readable reasons behind the scores.")
 
 
+class RiskAssessment(BaseModel):
+    """The seed's ``RiskAssessment.from_signal``: confidence < 0.7 adds 2, volatility > 0.05 adds 3, trend
+    strength < 0.3 adds 1.5; level low < 2 <= medium < 4 <= high < 7 <= critical."""
+
+    model_config = ConfigDict(frozen=True)
+
+    risk_score: float = Field(ge=0, le=10)
+    risk_level: RiskLevel
+    factors: list[str]
+    recommendation: str
+    volatility: float = Field(ge=0, description="The seed's calculate_volatility: std of close-to-close returns.")
+    trend_strength: float = Field(
+        ge=0, le=1, description="The seed's calculate_trend_strength: |net move| / path length of the closes."
+    )
+    fmea: FmeaBreakdown
+
+
 class PredictionResponse(BaseModel):
-    model_config = ConfigDict(frozen=True, protected_namespaces=())
+    """The seed's ``PredictionResponse``; ``/predict/batch`` answers a list of these."""
 
-    request_id: str
-    symbol: str
+    model_config = ConfigDict(frozen=True)
+
     prediction: SignalPrediction
-    risk: RiskAssessment | None
-    model_version: str
-    precision: Literal["int8", "fp32"]
-    inference_time_ms: float = Field(ge=0, description="Model compute time for the batch this window ran in.")
-    timestamp: datetime = Field(description="When the server produced the response (UTC).")
-
-
-class BatchPredictionResponse(BaseModel):
-    model_config = ConfigDict(frozen=True, protected_namespaces=())
-
-    request_id: str
-    predictions: list[PredictionResponse]
-    batch_size: int
-    inference_time_ms: float
+    risk: RiskAssessment
 
 
 class ErrorDetail(BaseModel):
-    loc: list[str | int] = Field(description="Path to the offending field, e.g. ['ohlcv_data', 3, 'high'].")
-    msg: str
-    type: str
+    """One problem, as the seed's validation handler reports it."""
+
+    field: str = Field(description="Dotted path to the offending value, e.g. 'body.sequence.3.high'.")
+    message: str
+    type: str = Field(description="Stable rule name, e.g. 'greater_than_equal', 'literal_error', 'ohlc_range'.")
 
 
 class ErrorResponse(BaseModel):
-    """The one error shape of the service."""
+    """The one error shape of the service (a 422 is the seed's: ``code`` is ``VALIDATION_FAILED``)."""
 
     error: str = Field(description="Human-readable summary.")
-    code: str = Field(description="Stable machine-readable code, e.g. VALIDATION_ERROR.")
+    code: str = Field(description="Stable machine-readable code, e.g. VALIDATION_FAILED.")
     details: list[ErrorDetail] = Field(default_factory=list)
     request_id: str | None = None
-
-
-def class_probabilities(row: Any) -> dict[str, float]:
-    """Map a probability row in model order to ``{"sell": p0, "hold": p1, "buy": p2}``."""
-    return {name: float(p) for name, p in zip(CLASSES, row, strict=True)}
 
 
 class ReloadRequest(BaseModel):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from runtime.schemas import DEFAULT_EXCHANGES, EXCHANGE_PATTERN
 
 MIN_KEY_LENGTH = 8
 Precision = Literal["auto", "int8", "fp32"]
@@ -106,9 +110,53 @@ class Settings(BaseSettings):
         description="Seconds to keep serving with /ready false after SIGTERM before closing the listener, so "
         "load balancers stop sending first (Kubernetes: or use a preStop sleep).",
     )
+    exchanges: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_EXCHANGES,
+        min_length=1,
+        max_length=64,
+        description="Exchanges a request may name (comma-separated in EDGE_EXCHANGES); default: the seed's five.",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        max_length=64,
+        description="Browser origins allowed by CORS, e.g. https://desk.example.com (comma-separated; empty = "
+        "CORS off).",
+    )
+    rate_limit: float = Field(
+        default=0.0, ge=0, le=1_000_000, description="Requests per second allowed per API key (0 = no limit)."
+    )
+    rate_limit_burst: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Requests a key may send at once above the rate (token bucket size; 0 = max(1, rate)).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     access_log: bool = Field(default=False, description="Log one JSON line per request.")
     debug: bool = Field(default=False, description="Include exception text in 500 responses.")
+
+    @field_validator("exchanges", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("exchanges")
+    @classmethod
+    def _exchange_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if re.fullmatch(EXCHANGE_PATTERN, name) is None:
+                raise ValueError(f"exchange '{name[:40]}' must match {EXCHANGE_PATTERN} (lower case, as the seed's)")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?", origin) is None:
+                raise ValueError(f"CORS origin '{origin[:80]}' must be scheme://host[:port] with no path, or '*'")
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -153,6 +201,10 @@ class Settings(BaseSettings):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    def rate_limit_bucket(self) -> int:
+        """Token bucket size for `rate_limit`: the burst, or one second's worth (at least one request)."""
+        return self.rate_limit_burst or max(1, math.ceil(self.rate_limit))
 
     def batch_size_for(self, provider: str) -> int:
         """`max_batch_size`, or the provider's default when it is 0."""

@@ -84,11 +84,14 @@ def market_windows(n: int, seed: int = 0) -> np.ndarray:
     return np.stack([arr[s : s + 60] for s in starts]).astype(np.float32)
 
 
-def window_to_payload(window: np.ndarray, symbol: str = "SPX", start: datetime | None = None) -> dict[str, Any]:
+def window_to_payload(
+    window: np.ndarray, symbol: str = "SPX/USD", start: datetime | None = None, exchange: str = "binance"
+) -> dict[str, Any]:
     start = start or datetime(2024, 1, 1, tzinfo=UTC)
     return {
         "symbol": symbol,
-        "ohlcv_data": [
+        "exchange": exchange,
+        "sequence": [
             {
                 "timestamp": (start + timedelta(days=i)).isoformat(),
                 "open": float(r[0]),
@@ -106,7 +109,7 @@ def window_to_payload(window: np.ndarray, symbol: str = "SPX", start: datetime |
 def payload() -> Callable[..., dict[str, Any]]:
     """Factory: a valid /predict body built from a real market window."""
 
-    def make(seed: int = 0, symbol: str = "SPX") -> dict[str, Any]:
+    def make(seed: int = 0, symbol: str = "SPX/USD") -> dict[str, Any]:
         # float32 round-trip so the server sees exactly the window the test computes with
         return window_to_payload(market_windows(1, seed)[0], symbol)
 
