@@ -22,7 +22,9 @@ import msgspec
 import numpy as np
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -40,6 +42,7 @@ from runtime.errors import (
     EdgeError,
     NotReady,
     Overloaded,
+    RateLimited,
     StaleWindow,
     Unauthorized,
     UnsupportedMediaType,
@@ -47,6 +50,7 @@ from runtime.errors import (
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.metrics import Metrics
 from runtime.openapi import openapi_schema
+from runtime.ratelimit import RateLimiter, retry_after
 from runtime.risk import assess, seed_assessment, window_features
 from runtime.schemas import ReloadRequest
 from runtime.session import Model, ModelInfo, threads_per_worker
@@ -97,6 +101,7 @@ class Service:
     admitted: int = 0
     ready: bool = False
     draining: bool = False
+    rate_limiter: RateLimiter | None = None
     started: float = field(default_factory=time.perf_counter)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -192,16 +197,26 @@ def _authorize(request: Request, service: Service) -> None:
 
 
 def _check_api_key(supplied: str | None, service: Service) -> None:
-    if not service.api_keys:
-        return
-    if supplied is None:
-        raise Unauthorized("missing X-API-Key header")
-    candidate = supplied.encode()
-    ok = False
-    for key in service.api_keys:  # no early exit: the time taken does not depend on which key matched
-        ok |= hmac.compare_digest(candidate, key)
-    if not ok:
-        raise Unauthorized("invalid API key")
+    """401 unless `supplied` is one of the keys (or none are set); then 429 if that key has used its rate."""
+    matched = -1  # without keys, every caller shares one bucket
+    if service.api_keys:
+        if supplied is None:
+            raise Unauthorized("missing X-API-Key header")
+        candidate = supplied.encode()
+        for i, key in enumerate(service.api_keys):  # no early exit: the time taken does not depend on the match
+            if hmac.compare_digest(candidate, key):
+                matched = i
+        if matched < 0:
+            raise Unauthorized("invalid API key")
+    limiter = service.rate_limiter
+    if limiter is not None:
+        wait = limiter.acquire(matched)
+        if wait > 0:
+            service.metrics.rejected.labels("rate_limited").inc()
+            raise RateLimited(
+                f"rate limit of {limiter.rate:g} requests/s for this API key reached; retry in {wait:.3f} s",
+                headers={"Retry-After": retry_after(wait)},
+            )
 
 
 def _check_json_type(content_type: str) -> None:
@@ -482,11 +497,19 @@ async def admin_reload(request: Request) -> Response:
 
 
 # -- errors -----------------------------------------------------------------------------------------------------
+def error_headers(exc: EdgeError) -> dict[str, str]:
+    """Headers an error carries: its own (Retry-After of a 429), Retry-After on a 503, the 401 challenge."""
+    headers = dict(exc.headers)
+    if exc.status_code == 503:
+        headers.setdefault("Retry-After", "1")
+    elif exc.status_code == 401:
+        headers["WWW-Authenticate"] = "ApiKey"
+    return headers
+
+
 async def _edge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EdgeError)
-    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
-    if exc.status_code == 401:
-        headers = {"WWW-Authenticate": "ApiKey"}
+    headers = error_headers(exc)
     return _json(exc.status_code, error_body(exc.message, exc.code, exc.details, _request_id(request.scope)), headers)
 
 
@@ -668,7 +691,11 @@ def _reload_on_sighup(service: Service) -> None:
 def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_loader) -> Starlette:
     """Build the ASGI app. The model is loaded and warmed in the lifespan, before /ready turns true."""
     service = Service(
-        settings=settings, api_keys=settings.all_api_keys(), loader=model_loader, version=settings.model_version
+        settings=settings,
+        api_keys=settings.all_api_keys(),
+        loader=model_loader,
+        version=settings.model_version,
+        rate_limiter=RateLimiter(settings.rate_limit, settings.rate_limit_bucket()) if settings.rate_limit else None,
     )
 
     @asynccontextmanager
@@ -738,4 +765,31 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
         log_requests=settings.access_log,
         direct={("POST", "/predict"): predict},
     )
+    if settings.cors_origins:
+        # Outside EdgeMiddleware, so the direct /predict path gets CORS headers too; off (zero cost) by default.
+        app.add_middleware(
+            JSONCORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            allow_credentials=True,  # as the seed's
+            expose_headers=["X-Request-Id", "X-Process-Time-Ms", "Retry-After"],
+            max_age=600,
+        )
     return app
+
+
+class JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the service's JSON error shape (not plain text)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8", "replace")
+        field = "origin" if "origin" in reason.lower() else "access-control-request-headers"
+        if "method" in reason.lower():
+            field = "access-control-request-method"
+        body = error_body(reason, "CORS_REJECTED", [detail(("header", field), reason, "cors")])
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return _json(response.status_code, body, headers)

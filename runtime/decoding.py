@@ -27,10 +27,10 @@ from msgspec import Meta
 
 from runtime.constants import MAX_BATCH_REQUESTS, WINDOW_LENGTH
 from runtime.schemas import (
+    DEFAULT_EXCHANGES,
     PRICE_MAX,
     PRICE_MIN,
     SYMBOL_MAX_LENGTH,
-    DEFAULT_EXCHANGES,
     SYMBOL_PATTERN,
     VOLUME_MAX,
     BatchPredictionRequest,

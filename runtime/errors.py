@@ -11,10 +11,13 @@ class EdgeError(Exception):
     status_code: int = 500
     code: str = "INTERNAL_ERROR"
 
-    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, message: str, *, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        self.headers = headers or {}
 
 
 class ModelLoadError(EdgeError, RuntimeError):
@@ -30,11 +33,6 @@ class ConfigurationError(EdgeError, ValueError):
     code = "CONFIGURATION_ERROR"
 
 
-class ValidationFailed(EdgeError, ValueError):
-    status_code = 422
-    code = "VALIDATION_ERROR"
-
-
 class BadRequest(EdgeError, ValueError):
     status_code = 400
     code = "BAD_REQUEST"
@@ -43,6 +41,13 @@ class BadRequest(EdgeError, ValueError):
 class Unauthorized(EdgeError):
     status_code = 401
     code = "UNAUTHORIZED"
+
+
+class RateLimited(EdgeError):
+    """The API key has used its request rate (`EDGE_RATE_LIMIT`); `Retry-After` says when to come back."""
+
+    status_code = 429
+    code = "RATE_LIMITED"
 
 
 class PayloadTooLarge(EdgeError):

@@ -148,12 +148,9 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> R
 
 
 def _error(exc: EdgeError) -> Response:
-    headers = None
-    if exc.status_code == 503:
-        headers = {"Retry-After": "1"}
-    elif exc.status_code == 401:
-        headers = {"WWW-Authenticate": "ApiKey"}
-    return _json(exc.status_code, {"error": exc.message}, headers)
+    from runtime.app import error_headers  # one rule for Retry-After and the 401 challenge
+
+    return _json(exc.status_code, {"error": exc.message}, error_headers(exc))
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -12,7 +12,7 @@ from conftest import market_windows, window_to_payload
 
 from runtime.batching import BATCH_INVARIANCE_ATOL
 from runtime.constants import CLASSES, INT8_FILE
-from runtime.schemas import BatchPredictionResponse, ErrorResponse, PredictionResponse
+from runtime.schemas import ErrorResponse, PredictionResponse
 
 JSON = {"content-type": "application/json"}
 
@@ -43,25 +43,106 @@ def test_predict_returns_the_onnx_files_probabilities(make_client: Any, committe
     got = np.array([getattr(body.prediction.probabilities, c) for c in CLASSES])
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert body.prediction.signal == CLASSES[int(expected.argmax())]
-    assert body.symbol == "BTC/USDT"
-    assert body.precision == "int8"
-    assert body.risk is not None and body.risk.risk_priority_number == (
-        body.risk.severity * body.risk.occurrence * body.risk.detection
-    )
+    assert body.prediction.symbol == "BTC/USDT"
+    assert body.prediction.exchange == "binance"
+    assert body.prediction.precision == "int8"
+    fmea = body.risk.fmea
+    assert fmea.risk_priority_number == fmea.severity * fmea.occurrence * fmea.detection
     assert float(response.headers["x-process-time-ms"]) > 0
-    assert body.request_id == response.headers["x-request-id"]
+    assert body.prediction.request_id == response.headers["x-request-id"]
+
+
+# The seed's own example candle (OHLCVPoint's json_schema_extra), repeated a minute apart: what a seed client sends.
+SEED_CANDLE = {"open": 42150.50, "high": 42300.00, "low": 42100.00, "close": 42250.75, "volume": 1234.56}
+SEED_BODY = {
+    "symbol": "BTC/USDT",
+    "exchange": "binance",
+    "sequence": [{"timestamp": f"2024-01-15T{10 + (30 + i) // 60:02d}:{(30 + i) % 60:02d}:00Z", **SEED_CANDLE}
+                 for i in range(60)],
+}
+SEED_PREDICTION_KEYS = {
+    "signal", "confidence", "probabilities", "symbol", "exchange", "model_version", "inference_time_ms", "timestamp"
+}
+SEED_RISK_KEYS = {"risk_score", "risk_level", "factors", "recommendation"}
+
+
+def _assert_seed_shape(answer: dict[str, Any], symbol: str, exchange: str) -> None:
+    assert set(answer) >= {"prediction", "risk"}
+    prediction, risk = answer["prediction"], answer["risk"]
+    assert set(prediction) >= SEED_PREDICTION_KEYS and set(risk) >= SEED_RISK_KEYS
+    assert set(prediction["probabilities"]) == {"sell", "hold", "buy"}
+    assert abs(sum(prediction["probabilities"].values()) - 1) <= 0.01  # the seed's model_validator
+    assert prediction["signal"] in ("sell", "hold", "buy")
+    assert prediction["confidence"] == prediction["probabilities"][prediction["signal"]]
+    assert (prediction["symbol"], prediction["exchange"]) == (symbol, exchange)
+    assert isinstance(prediction["model_version"], str) and prediction["inference_time_ms"] >= 0
+    assert prediction["timestamp"].startswith("20")
+    assert 0 <= risk["risk_score"] <= 10 and risk["risk_level"] in ("low", "medium", "high", "critical")
+    assert isinstance(risk["factors"], list) and isinstance(risk["recommendation"], str)
+
+
+def test_a_body_from_the_seeds_examples_gets_the_seeds_response(make_client: Any) -> None:
+    client = make_client()
+    response = _post(client, SEED_BODY)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    _assert_seed_shape(answer, "BTC/USDT", "binance")
+    # A flat window: no volatility, no trend -> the seed scores "Weak trend signal" (+1.5) at least.
+    assert answer["risk"]["trend_strength"] == 0.0 and "Weak trend signal" in answer["risk"]["factors"]
+    batch = _post(client, {"requests": [SEED_BODY, {**SEED_BODY, "symbol": "ETH/USDT", "exchange": "kraken"}]},
+                  "/predict/batch")
+    assert batch.status_code == 200, batch.text
+    answers = batch.json()
+    assert isinstance(answers, list) and len(answers) == 2  # the seed's list[PredictionResponse]
+    _assert_seed_shape(answers[0], "BTC/USDT", "binance")
+    _assert_seed_shape(answers[1], "ETH/USDT", "kraken")
+
+
+@pytest.mark.parametrize("symbol", ["BTC/USDT", "1000PEPE/USDT", "BRK.B", "^GSPC", "ES=F", "BTC-PERP", "AAPL"])
+def test_real_symbol_forms_are_accepted(make_client: Any, symbol: str) -> None:
+    response = _post(make_client(), {**SEED_BODY, "symbol": symbol})
+    assert response.status_code == 200, response.text
+    assert response.json()["prediction"]["symbol"] == symbol
+
+
+@pytest.mark.parametrize("exchange", ["binance", "coinbase", "kraken", "bybit", "okx"])
+def test_the_seeds_five_exchanges_are_accepted_by_default(make_client: Any, exchange: str) -> None:
+    response = _post(make_client(), {**SEED_BODY, "exchange": exchange})
+    assert response.status_code == 200, response.text
+
+
+def test_exchanges_are_a_setting(make_client: Any) -> None:
+    client = make_client(exchanges="nyse,cme")
+    assert _post(client, {**SEED_BODY, "exchange": "cme"}).status_code == 200
+    body = _assert_error(_post(client, SEED_BODY), 422, "VALIDATION_FAILED")
+    assert body["details"] == [
+        {"field": "body.exchange", "message": "Input should be 'nyse' or 'cme'", "type": "literal_error"}
+    ]
+
+
+def test_the_422_body_is_the_seeds(make_client: Any) -> None:
+    bad = copy.deepcopy(SEED_BODY)
+    bad["sequence"][3]["high"] = 1.0  # below low
+    bad["sequence"][7]["volume"] = -1
+    bad["symbol"] = "btc/usdt"
+    client = make_client()
+    body = _assert_error(_post(client, bad), 422, "VALIDATION_FAILED")
+    assert body["error"] == "Validation Error"
+    fields = {d["field"]: d for d in body["details"]}
+    assert set(fields) == {"body.symbol", "body.sequence.7.volume"}  # the window's OHLC rules run once fields pass
+    assert fields["body.symbol"]["type"] == "string_pattern_mismatch"
+    assert fields["body.sequence.7.volume"]["type"] == "greater_than_equal"
+    assert all(set(d) == {"field", "message", "type"} for d in body["details"])
+    bad["symbol"], bad["sequence"][7]["volume"] = "BTC/USDT", 1.0
+    body = _assert_error(_post(client, bad), 422, "VALIDATION_FAILED")
+    assert body["details"] == [
+        {"field": "body.sequence.3", "message": "high (1.0) must be >= low (42100.0)", "type": "ohlc_range"}
+    ]
 
 
 def test_fp32_precision_serves_the_fp32_file(make_client: Any) -> None:
     client = make_client(precision="fp32")
     assert client.get("/ready").json()["precision"] == "fp32"
-
-
-def test_include_risk_false_omits_risk(make_client: Any, payload: Any) -> None:
-    body = {**payload(), "include_risk": False}
-    response = _post(make_client(), body)
-    assert response.status_code == 200
-    assert response.json()["risk"] is None
 
 
 def test_request_id_is_echoed_when_safe(make_client: Any, payload: Any) -> None:
@@ -74,17 +155,16 @@ def test_request_id_is_echoed_when_safe(make_client: Any, payload: Any) -> None:
 def test_batch_is_in_request_order_and_matches_single(make_client: Any) -> None:
     client = make_client()
     windows = market_windows(7, seed=11)
-    symbols = [f"SYM{i}" for i in range(7)]
+    symbols = [f"SYM{i}/USD" for i in range(7)]
     batch = {"requests": [window_to_payload(w, s) for w, s in zip(windows, symbols, strict=True)]}
     response = _post(client, batch, "/predict/batch")
     assert response.status_code == 200, response.text
-    body = BatchPredictionResponse.model_validate(response.json())
-    assert [p.symbol for p in body.predictions] == symbols
-    assert body.batch_size == 7
-    single = _post(client, window_to_payload(windows[4], "SYM4")).json()
+    answers = [PredictionResponse.model_validate(a) for a in response.json()]
+    assert [a.prediction.symbol for a in answers] == symbols
+    single = _post(client, window_to_payload(windows[4], "SYM4/USD")).json()
     # Dynamic INT8 quantizes activations per batch, so batch neighbours move a row slightly (BATCH_INVARIANCE_ATOL).
     for c in CLASSES:
-        batched = getattr(body.predictions[4].prediction.probabilities, c)
+        batched = getattr(answers[4].prediction.probabilities, c)
         assert abs(batched - single["prediction"]["probabilities"][c]) <= BATCH_INVARIANCE_ATOL
 
 
@@ -123,22 +203,29 @@ MALFORMED = [
     pytest.param(_mutate("symbol", "BTC USDT"), ["symbol"], id="symbol-with-space"),
     pytest.param(_mutate("symbol", "X" * 100), ["symbol"], id="symbol-too-long"),
     pytest.param(_mutate("symbol", 42), ["symbol"], id="symbol-not-string"),
-    pytest.param(_mutate("ohlcv_data.3.high", 1e-9), ["ohlcv_data", 3], id="high-below-low"),
-    pytest.param(_mutate("ohlcv_data.3.open", -1.0), ["ohlcv_data", 3, "open"], id="negative-price"),
-    pytest.param(_mutate("ohlcv_data.3.volume", -5), ["ohlcv_data", 3, "volume"], id="negative-volume"),
-    pytest.param(_mutate("ohlcv_data.3.close", "abc"), ["ohlcv_data", 3, "close"], id="price-not-number"),
-    pytest.param(_mutate("ohlcv_data.5.timestamp", "2024-01-06T00:00:00"), ["ohlcv_data", 5, "timestamp"],
+    pytest.param(_mutate("sequence.3.high", 1e-9), ["sequence", 3], id="high-below-low"),
+    pytest.param(_mutate("sequence.3.open", -1.0), ["sequence", 3, "open"], id="negative-price"),
+    pytest.param(_mutate("sequence.3.volume", -5), ["sequence", 3, "volume"], id="negative-volume"),
+    pytest.param(_mutate("sequence.3.close", "abc"), ["sequence", 3, "close"], id="price-not-number"),
+    pytest.param(_mutate("sequence.5.timestamp", "2024-01-06T00:00:00"), ["sequence", 5, "timestamp"],
                  id="naive-timestamp-mixed-with-aware"),
-    pytest.param(_mutate("ohlcv_data.5.timestamp", "not a date"), ["ohlcv_data", 5, "timestamp"], id="bad-date"),
-    pytest.param(_mutate("ohlcv_data.5.timestamp", "2024-01-01T00:00:00+00:00"), ["ohlcv_data"], id="out-of-order"),
-    pytest.param(_mutate("ohlcv_data.59", _DELETE), ["ohlcv_data"], id="59-candles"),
-    pytest.param(_mutate("ohlcv_data", []), ["ohlcv_data"], id="no-candles"),
-    pytest.param(_mutate("ohlcv_data", None), ["ohlcv_data"], id="null-candles"),
-    pytest.param(_mutate("ohlcv_data.2.extra", 1), ["ohlcv_data", 2, "extra"], id="unknown-candle-field"),
+    pytest.param(_mutate("sequence.5.timestamp", "not a date"), ["sequence", 5, "timestamp"], id="bad-date"),
+    pytest.param(_mutate("sequence.5.timestamp", "2024-01-01T00:00:00+00:00"), ["sequence"], id="out-of-order"),
+    pytest.param(_mutate("sequence.59", _DELETE), ["sequence"], id="59-candles"),
+    pytest.param(_mutate("sequence", []), ["sequence"], id="no-candles"),
+    pytest.param(_mutate("sequence", None), ["sequence"], id="null-candles"),
+    pytest.param(_mutate("sequence.2.extra", 1), ["sequence", 2, "extra"], id="unknown-candle-field"),
     pytest.param(_mutate("unexpected", True), ["unexpected"], id="unknown-top-field"),
-    pytest.param(_mutate("ohlcv_data.2", _DELETE), ["ohlcv_data"], id="too-few"),
-    pytest.param(_mutate("include_risk", "maybe"), ["include_risk"], id="bad-bool"),
-    pytest.param(lambda b: {"symbol": b["symbol"], "ohlcv_data": b["ohlcv_data"] * 2}, ["ohlcv_data"], id="120-candles"),
+    pytest.param(_mutate("sequence.2", _DELETE), ["sequence"], id="too-few"),
+    pytest.param(_mutate("include_risk", False), ["include_risk"], id="old-field-refused"),
+    pytest.param(lambda b: {**b, "sequence": b["sequence"] * 2}, ["sequence"], id="120-candles"),
+    pytest.param(_mutate("symbol", "btc/usdt"), ["symbol"], id="lower-case-symbol"),
+    pytest.param(_mutate("exchange", "nyse"), ["exchange"], id="unknown-exchange"),
+    pytest.param(_mutate("exchange", "Binance"), ["exchange"], id="exchange-wrong-case"),
+    pytest.param(_mutate("exchange", _DELETE), ["exchange"], id="no-exchange"),
+    pytest.param(_mutate("exchange", None), ["exchange"], id="null-exchange"),
+    pytest.param(lambda b: {"symbol": b["symbol"], "exchange": "binance", "ohlcv_data": b["sequence"]}, ["sequence"],
+                 id="old-ohlcv-data-spelling"),
     pytest.param(lambda b: [b], [], id="array-body"),
     pytest.param(lambda b: "text", [], id="string-body"),
 ]
@@ -147,9 +234,10 @@ MALFORMED = [
 @pytest.mark.parametrize(("mutate", "loc"), MALFORMED)
 def test_malformed_window_is_422_naming_the_field(make_client: Any, payload: Any, mutate: Any, loc: list[Any]) -> None:
     client = make_client()
-    body = _assert_error(_post(client, mutate(payload())), 422, "VALIDATION_ERROR")
-    assert any(d["loc"][: len(loc)] == loc for d in body["details"]), body["details"]
-    assert all(d["msg"] for d in body["details"])
+    body = _assert_error(_post(client, mutate(payload())), 422, "VALIDATION_FAILED")
+    field = ".".join(["body", *map(str, loc)])
+    assert any(d["field"].startswith(field) for d in body["details"]), body["details"]
+    assert all(d["message"] and d["type"] for d in body["details"])
     assert client.get("/ready").status_code == 200
 
 
@@ -171,7 +259,7 @@ def test_non_finite_numbers_are_rejected(make_client: Any, payload: Any, replace
     response = _post(client, raw)
     assert response.status_code in (400, 422), response.text
     body = response.json()
-    assert body["code"] in ("VALIDATION_ERROR", "BAD_REQUEST")
+    assert body["code"] in ("VALIDATION_FAILED", "BAD_REQUEST")
     assert client.get("/ready").status_code == 200
 
 
@@ -192,13 +280,13 @@ def test_unparseable_body_is_400(make_client: Any, raw: bytes, status: int, code
 
 def test_batch_limits(make_client: Any, payload: Any) -> None:
     client = make_client()
-    _assert_error(_post(client, {"requests": []}, "/predict/batch"), 422, "VALIDATION_ERROR")
+    _assert_error(_post(client, {"requests": []}, "/predict/batch"), 422, "VALIDATION_FAILED")
     too_many = {"requests": [payload()] * 101}
-    body = _assert_error(_post(client, too_many, "/predict/batch"), 422, "VALIDATION_ERROR")
-    assert body["details"][0]["loc"] == ["requests"]
-    bad_item = {"requests": [payload(), _mutate("ohlcv_data.1.low", -1)(payload())]}
-    body = _assert_error(_post(client, bad_item, "/predict/batch"), 422, "VALIDATION_ERROR")
-    assert body["details"][0]["loc"][:4] == ["requests", 1, "ohlcv_data", 1]
+    body = _assert_error(_post(client, too_many, "/predict/batch"), 422, "VALIDATION_FAILED")
+    assert body["details"][0]["field"] == "body.requests"
+    bad_item = {"requests": [payload(), _mutate("sequence.1.low", -1)(payload())]}
+    body = _assert_error(_post(client, bad_item, "/predict/batch"), 422, "VALIDATION_FAILED")
+    assert body["details"][0]["field"].startswith("body.requests.1.sequence.1")
 
 
 def test_wrong_content_type_is_415(make_client: Any, payload: Any) -> None:
@@ -257,7 +345,7 @@ def test_api_keys_file(make_client: Any, payload: Any, tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", ["0", "-5", "abc", "1e9"])
 def test_bad_deadline_header_is_400(make_client: Any, payload: Any, value: str) -> None:
     body = _assert_error(_post(make_client(), payload(), headers={"x-deadline-ms": value}), 400, "BAD_REQUEST")
-    assert body["details"][0]["loc"] == ["header", "x-deadline-ms"]
+    assert body["details"][0]["field"] == "header.x-deadline-ms"
 
 
 def test_500_does_not_leak_exception_text(committed_model_dir: Path, payload: Any) -> None:
@@ -289,7 +377,8 @@ def test_lone_request_runs_inline_with_the_same_answer(make_client: Any, payload
     queued = _post(client, payload(seed=2)).json()
     client.app.state.service.backlog = lambda: 1  # what the uvicorn server reports when this request is alone
     inline = _post(client, payload(seed=2)).json()
-    assert inline["prediction"] == queued["prediction"]
+    for key in ("signal", "confidence", "probabilities"):
+        assert inline["prediction"][key] == queued["prediction"][key]
     assert inline["risk"] == queued["risk"]
 
 
@@ -303,3 +392,80 @@ def test_admission_limit_sheds_with_retry_after(make_client: Any, payload: Any) 
     service.admitted = 0
     assert _post(client, payload()).status_code == 200
     assert service.admitted == 0  # released after the response
+
+
+def test_cors_is_off_by_default(make_client: Any, payload: Any) -> None:
+    client = make_client()
+    response = _post(client, payload(), headers={"origin": "https://desk.example.com"})
+    assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
+
+
+def test_cors_answers_allowed_origins_only(make_client: Any, payload: Any) -> None:
+    client = make_client(cors_origins="https://desk.example.com, http://localhost:3000")
+    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "x-api-key,content-type"}
+    ok = client.options("/predict", headers={"origin": "https://desk.example.com", **preflight})
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "https://desk.example.com"
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    assert "x-api-key" in ok.headers["access-control-allow-headers"].lower()
+    refused = client.options("/predict", headers={"origin": "https://evil.example.net", **preflight})
+    body = _assert_error_no_rid(refused, 400, "CORS_REJECTED")
+    assert body["details"][0]["field"] == "header.origin"
+    assert "access-control-allow-origin" not in refused.headers
+    # Actual requests: the allowed origin is echoed (also on the direct /predict path), any other gets nothing.
+    allowed = _post(client, payload(), headers={"origin": "http://localhost:3000"})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert "x-request-id" in allowed.headers["access-control-expose-headers"].lower()
+    other = _post(client, payload(), headers={"origin": "https://evil.example.net"})
+    assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+    batch = _post(client, {"requests": [payload()]}, "/predict/batch", headers={"origin": "https://desk.example.com"})
+    assert batch.headers["access-control-allow-origin"] == "https://desk.example.com"
+
+
+def _assert_error_no_rid(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    ErrorResponse.model_validate(body)
+    assert body["code"] == code
+    return body
+
+
+@pytest.mark.parametrize("origin", ["desk.example.com", "https://desk.example.com/path", "ftp://x"])
+def test_bad_cors_origin_setting_is_refused(origin: str) -> None:
+    from pydantic import ValidationError
+
+    from runtime.settings import Settings
+
+    with pytest.raises(ValidationError, match="CORS origin"):
+        Settings(cors_origins=origin)
+
+
+def test_rate_limit_is_per_key_with_retry_after(make_client: Any, payload: Any) -> None:
+    client = make_client(api_keys="key-one-123,key-two-456", rate_limit=0.01, rate_limit_burst=3)
+    one, two = {"x-api-key": "key-one-123"}, {"x-api-key": "key-two-456"}
+    assert [_post(client, payload(), headers=one).status_code for _ in range(3)] == [200, 200, 200]
+    limited = _post(client, payload(), headers=one)
+    body = _assert_error(limited, 429, "RATE_LIMITED")
+    assert int(limited.headers["retry-after"]) >= 1 and "requests/s" in body["error"]
+    # The batch route and the v2 route share the key's bucket; other keys are unaffected.
+    assert _post(client, {"requests": [payload()]}, "/predict/batch", headers=one).status_code == 429
+    assert [_post(client, payload(), headers=two).status_code for _ in range(3)] == [200, 200, 200]
+    # A wrong key is 401, not 429: authentication comes first and costs no token.
+    assert _post(client, payload(), headers={"x-api-key": "wrong-key-789"}).status_code == 401
+    assert client.get("/ready").status_code == 200  # probes are never limited
+    metrics = client.get("/metrics").text
+    assert 'edge_rejected_total{reason="rate_limited"} 2.0' in metrics
+    assert 'edge_requests_total{route="/predict",status="429"} 1.0' in metrics
+
+
+def test_rate_limit_refills_over_time(make_client: Any, payload: Any) -> None:
+    client = make_client(rate_limit=1000, rate_limit_burst=1)
+    limiter = client.app.state.service.rate_limiter
+    now = [100.0]
+    limiter._clock = lambda: now[0]
+    assert _post(client, payload()).status_code == 200
+    assert _post(client, payload()).status_code == 429
+    now[0] += 0.001  # one token at 1000/s
+    assert _post(client, payload()).status_code == 200
