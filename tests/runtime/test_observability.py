@@ -90,7 +90,7 @@ def test_stale_window_is_rejected_and_counted(make_client: Any) -> None:
     response = client.post("/predict", content=json.dumps(old), headers=JSON)
     assert response.status_code == 422
     body = response.json()
-    assert body["code"] == "STALE_WINDOW" and body["details"][0]["loc"] == ["ohlcv_data", 59, "timestamp"]
+    assert body["code"] == "STALE_WINDOW" and body["details"][0]["field"] == "body.sequence.59.timestamp"
     fresh = window_to_payload(market_windows(1)[0], start=datetime.now(UTC) - timedelta(days=59, minutes=1))
     assert client.post("/predict", content=json.dumps(fresh), headers=JSON).status_code == 200
     assert _samples(client)[("edge_rejected_total", (("reason", "stale"),))] == 1
@@ -100,12 +100,12 @@ def test_reload_switches_version_atomically(make_client: Any, tmp_path: Path, co
     root = versioned_model_dir(tmp_path, committed_model_dir)
     client = make_client(model_dir=root, model_version="v1", api_keys="admin-key-123")
     auth = {"x-api-key": "admin-key-123"}
-    assert _predict(client, **auth).json()["model_version"] == "v1"
+    assert _predict(client, **auth).json()["prediction"]["model_version"] == "v1"
     assert client.post("/admin/reload", content=b'{"version": "v2"}', headers={**JSON}).status_code == 401
     response = client.post("/admin/reload", content=b'{"version": "v2"}', headers={**JSON, **auth})
     assert response.status_code == 200, response.text
     assert response.json()["previous_version"] == "v1" and response.json()["model_version"] == "v2"
-    assert _predict(client, **auth).json()["model_version"] == "v2"
+    assert _predict(client, **auth).json()["prediction"]["model_version"] == "v2"
     assert client.get("/ready").json()["model_version"] == "v2"
 
 
@@ -131,7 +131,7 @@ def test_failed_reload_keeps_the_old_model(
     assert response.status_code == 409
     body = response.json()
     assert body["code"] == "RELOAD_FAILED" and match in body["error"] and "still serving version v1" in body["error"]
-    assert _predict(client).json()["model_version"] == "v1"
+    assert _predict(client).json()["prediction"]["model_version"] == "v1"
     assert client.get("/ready").status_code == 200
     assert _samples(client)[("edge_model_reloads_total", (("outcome", "failed"),))] == 1
 
@@ -139,7 +139,7 @@ def test_failed_reload_keeps_the_old_model(
 def test_reload_body_is_validated(make_client: Any) -> None:
     response = make_client().post("/admin/reload", content=b'{"version": "../etc"}', headers=JSON)
     assert response.status_code == 422
-    assert response.json()["details"][0]["loc"] == ["version"]
+    assert response.json()["details"][0]["field"] == "body.version"
 
 
 def test_access_log_has_no_keys_or_payloads(make_client: Any, caplog: pytest.LogCaptureFixture) -> None:

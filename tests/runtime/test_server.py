@@ -131,7 +131,7 @@ def test_interim_and_bodiless_responses_are_not_held(tmp_path: Path) -> None:
 
 
 def test_malformed_requests_leave_the_server_ready(tmp_path: Path) -> None:
-    bad = [b"{", b"[]", b'{"symbol": "X", "ohlcv_data": [1e400]}', b"\x00" * 100, b'{"symbol":' * 5000]
+    bad = [b"{", b"[]", b'{"symbol": "X", "exchange": "okx", "sequence": [1e400]}', b"\x00" * 100, b'{"symbol":' * 5000]
     with server(tmp_path) as (proc, port):
         for raw in bad:
             status, body = _request(port, "POST", "/predict", raw, AUTH)
@@ -214,7 +214,7 @@ def test_reload_under_load_drops_no_request(tmp_path: Path, committed_model_dir:
                     payload = json.loads(response.read())
                     statuses.append(response.status)
                     if response.status == 200:
-                        versions.add(payload["model_version"])
+                        versions.add(payload["prediction"]["model_version"])
             finally:
                 conn.close()
 
