@@ -11,7 +11,9 @@ from typing import Any
 
 from runtime.constants import WINDOW_LENGTH
 
-SYMBOL = "^GSPC"
+#: Valid for the service's `SYMBOL_PATTERN` and for the seed peer's ``^[A-Z]+/[A-Z]+$`` alike.
+SYMBOL = "SPX/USD"
+EXCHANGE = "binance"
 
 
 def sp500_candles(n: int = WINDOW_LENGTH) -> list[dict[str, Any]]:
@@ -34,10 +36,13 @@ def sp500_candles(n: int = WINDOW_LENGTH) -> list[dict[str, Any]]:
     ]
 
 
-def request_body(candles: list[dict[str, Any]], *, symbol: str = SYMBOL) -> dict[str, Any]:
+def request_body(
+    candles: list[dict[str, Any]], *, symbol: str = SYMBOL, exchange: str = EXCHANGE
+) -> dict[str, Any]:
+    """The seed's /predict body: ``{"symbol", "exchange", "sequence": [60 candles]}``."""
     from runtime.schemas import PredictionRequest
 
-    body = {"symbol": symbol, "ohlcv_data": candles, "include_risk": True}
+    body = {"symbol": symbol, "exchange": exchange, "sequence": candles}
     PredictionRequest.model_validate(body)  # raises with field paths if the data were ever unfit
     return body
 

@@ -73,7 +73,7 @@ class _Point:
 
 def _seed_calculate_volatility(sequence: list) -> float:  # type: ignore[type-arg]
     closes = [p.close for p in sequence]
-    returns = [(closes[i] - closes[i-1]) / closes[i-1] for i in range(1, len(closes))]  # noqa: E226
+    returns = [(closes[i] - closes[i-1]) / closes[i-1] for i in range(1, len(closes))]
     if not returns:
         return 0.0
     mean = sum(returns) / len(returns)
@@ -86,7 +86,7 @@ def _seed_calculate_trend_strength(sequence: list) -> float:  # type: ignore[typ
     if len(closes) < 2:
         return 0.0
     total_move = abs(closes[-1] - closes[0])
-    total_path = sum(abs(closes[i] - closes[i-1]) for i in range(1, len(closes)))  # noqa: E226
+    total_path = sum(abs(closes[i] - closes[i-1]) for i in range(1, len(closes)))
     return total_move / total_path if total_path > 0 else 0.0
 
 
