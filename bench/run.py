@@ -570,13 +570,16 @@ def _main(argv: list[str] | None) -> int:
     log.info("floor: bare onnxruntime, %.1f s per point", args.floor_seconds)
     floor = measure_floor(model_dir, window, configs, args.floor_seconds)
     expected = floor["probabilities"]
-    batching = invariance.measure(model_dir, invariance.market_windows())
+    batching = invariance.measure(model_dir, invariance.default_markets())
     worst = max(batching["points"], key=lambda p: p["max_abs_dp"])
     log.info(
-        "batched vs alone on %d market windows: max |Δp| %.2e (%s, batch %d), bound %g: %s",
-        batching["windows"],
+        "batched vs alone on %s market windows: default exact: %s; opt-out max |Δp| %.2e (%s %s, batch %d), "
+        "bound %g: %s",
+        sum(batching["windows"].values()),
+        batching["invariant_exact"],
         worst["max_abs_dp"],
         worst["precision"],
+        worst["market"],
         worst["batch"],
         batching["atol"],
         "within" if batching["within_atol"] else "EXCEEDED",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import itertools
 import json
@@ -31,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime import __version__
-from runtime.batching import Batcher
+from runtime.batching import Batcher, BatchResult
 from runtime.body import read_body
 from runtime.constants import CLASSES, WINDOW_LENGTH
 from runtime.decoding import Window, decode_batch, decode_prediction
@@ -55,6 +56,7 @@ from runtime.risk import assess, seed_assessment, window_features
 from runtime.schemas import ReloadRequest
 from runtime.session import Model, ModelInfo, threads_per_worker
 from runtime.settings import Settings
+from runtime.types import Float32Array
 
 log = logging.getLogger("runtime.app")
 access_log = logging.getLogger("runtime.access")
@@ -75,6 +77,7 @@ def default_model_loader(settings: Settings, version: str | None = None) -> Mode
         precision=settings.precision,
         provider=settings.provider,
         intra_op_threads=threads_per_worker(settings.intra_op_threads, settings.workers),
+        batch_invariant=settings.batch_invariant,
     )
 
 
@@ -292,8 +295,28 @@ def _check_fresh(service: Service, reqs: list[Window]) -> None:
             )
 
 
+def audit_record(window: Float32Array, info: ModelInfo, result: BatchResult | None = None) -> dict[str, Any]:
+    """What computed an answer: the model file's sha256 and the exact float32 window fed to it (little-endian
+    bytes of the [60, 5] array), so `python -m runtime replay` can recompute it. When the model is not
+    batch-invariant the answer also depends on its batch, so the record names that model run and its size."""
+    record: dict[str, Any] = {
+        "model_sha256": info.sha256,
+        "window_sha256": hashlib.sha256(window.astype("<f4", copy=False).tobytes()).hexdigest(),
+    }
+    if not info.batch_invariant and result is not None:
+        record["batch"] = {"run": result.run_id, "size": result.batch_size}
+    return record
+
+
 def _response(
-    req: Window, probs: list[float], fmea: dict[str, Any], info: ModelInfo, compute_ms: float, rid: str, now: str
+    req: Window,
+    probs: list[float],
+    fmea: dict[str, Any],
+    audit: dict[str, Any],
+    info: ModelInfo,
+    compute_ms: float,
+    rid: str,
+    now: str,
 ) -> dict[str, Any]:
     """The seed's `PredictionResponse` for one window; the service's additions are extra keys beside its own."""
     idx = probs.index(max(probs))  # the first maximum, as numpy's argmax
@@ -313,6 +336,7 @@ def _response(
             "provider": info.provider,
         },
         "risk": {**seed_assessment(confidence, req.closes), "fmea": fmea},
+        "audit": audit,
     }
 
 
@@ -352,7 +376,16 @@ async def _run(
     compute_ms = round(result.compute_ms, 4)
     rows = probs.tolist()
     return [
-        _response(req, rows[i], fmea[i], info, compute_ms, rid if len(reqs) == 1 else f"{rid}-{i}", now)
+        _response(
+            req,
+            rows[i],
+            fmea[i],
+            audit_record(req.window, info, result),
+            info,
+            compute_ms,
+            rid if len(reqs) == 1 else f"{rid}-{i}",
+            now,
+        )
         for i, req in enumerate(reqs)
     ], result.compute_ms
 
@@ -461,7 +494,7 @@ async def ready(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return _json(200, openapi_schema())
+    return _json(200, openapi_schema(request.app.state.service.settings.exchanges))
 
 
 async def metrics(request: Request) -> Response:
@@ -734,7 +767,7 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
             if service.drift is not None:
                 service.drift.stop()
 
-    from runtime import v2  # v2 handlers reuse this module's auth; imported here to keep imports one-way
+    from runtime import docs, v2  # v2 handlers reuse this module's auth; imported here to keep imports one-way
 
     predict = PredictEndpoint(service)
     routes = [
@@ -746,6 +779,7 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
         Route("/admin/reload", admin_reload, methods=["POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *v2.routes,
+        *docs.routes,
     ]
     app = Starlette(
         routes=routes,

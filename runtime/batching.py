@@ -26,12 +26,14 @@ log = logging.getLogger(__name__)
 
 RunFn = Callable[[Float32Array], Float32Array]
 
-#: How far batching may move a window's probabilities. Dynamic INT8 quantizes activations with one scale per
-#: tensor, i.e. per batch, so a window's neighbours change its quantization grid. Measured on the committed model
-#: by `bench.invariance` (512 real S&P 500 and NASDAQ windows, batch 1 against batches of 2-100, in every benchmark
-#: run): max |dp| 3.3e-3 (at batch 100; 1.2e-3 to 1.8e-3 at 2-64), median 1.2e-4 to 3.3e-4 - the order of INT8 vs
-#: FP32 itself and well inside the 0.02 product tolerance; the signal changes only on near-ties. FP32: 1.8e-7.
-BATCH_INVARIANCE_ATOL = 5e-3
+#: How far batching may move a window's probabilities with ``EDGE_BATCH_INVARIANT=false`` (the default moves them
+#: not at all: the row-wise graphs compute every window alone). Dynamic INT8 quantizes activations with one scale
+#: per tensor, i.e. per batch, so in the plain graph a window's neighbours change its quantization grid. Measured
+#: by `bench.invariance` on real windows, batch 1 against shuffled batches of 2-100: max |dp| 2.4e-3 on the
+#: training markets (S&P 500, NASDAQ daily) but 6.5e-3 on held-out markets (EUR/USD hourly, GOOG daily; 338
+#: windows), with 98.8-100 % argmax agreement, every flip on a near-tie. The bound leaves 1.5x margin over the
+#: held-out figure. FP32 batched: 1.5e-7.
+BATCH_INVARIANCE_ATOL = 1e-2
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class BatchResult:
     queue_ms: float  # time from submit to the start of its model run
     compute_ms: float  # model run time of that batch
     tag: Any = None  # what `swap_run` named the model that computed it (e.g. its version)
+    run_id: int = 0  # which model run of this process computed it (names the batch in audit records)
 
 
 @dataclass
@@ -171,12 +174,13 @@ class Batcher:
             run, tag = self._run, self._tag
         try:
             probs, compute_ms = self._compute(run, windows, queue_ms=0.0)
+            run_id = self.stats.batches
         finally:
             with self._cond:
                 self._busy = False
                 if self._pending:
                     self._cond.notify()  # requests that queued meanwhile
-        return BatchResult(probs, len(windows), 0.0, compute_ms, tag)
+        return BatchResult(probs, len(windows), 0.0, compute_ms, tag, run_id)
 
     def _compute(self, run: RunFn, windows: Float32Array, queue_ms: float) -> tuple[Float32Array, float]:
         """One model run with its bookkeeping; any failure becomes an `EdgeError` (InferenceFailed if unknown)."""
@@ -253,11 +257,11 @@ class Batcher:
             return
         results = []
         offset = 0
+        run_id = self.stats.batches
         for it in live:
             n = len(it.windows)
-            results.append(
-                BatchResult(probs[offset : offset + n], len(windows), (start - it.submitted) * 1000, compute_ms, tag)
-            )
+            queue_ms = (start - it.submitted) * 1000
+            results.append(BatchResult(probs[offset : offset + n], len(windows), queue_ms, compute_ms, tag, run_id))
             offset += n
         loop.call_soon_threadsafe(_deliver, live, results)
 

@@ -21,6 +21,10 @@ OUTPUT_NAME: Final = "probabilities"
 
 FP32_FILE: Final = f"{MODEL_NAME}.onnx"
 INT8_FILE: Final = f"{MODEL_NAME}.int8.onnx"
+#: The same two graphs wrapped in an ONNX ``Scan`` over the batch axis: each window runs alone inside one call, so
+#: its probabilities do not depend on the other windows of the batch (see `training.rowwise`).
+FP32_ROWWISE_FILE: Final = f"{MODEL_NAME}.rowwise.onnx"
+INT8_ROWWISE_FILE: Final = f"{MODEL_NAME}.int8.rowwise.onnx"
 TORCH_FILE: Final = f"{MODEL_NAME}.pt"
 MANIFEST_FILE: Final = "manifest.json"
 

@@ -275,6 +275,29 @@ class RiskAssessment(BaseModel):
     fmea: FmeaBreakdown
 
 
+class BatchRun(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run: int = Field(ge=0, description="Number of the model run in this server process.")
+    size: int = Field(ge=1, description="Windows computed in that run.")
+
+
+class Audit(BaseModel):
+    """What computed the answer, so `python -m runtime replay` can recompute it bit for bit (the service's
+    addition)."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    model_sha256: str = Field(description="sha256 of the ONNX file that computed the probabilities.")
+    window_sha256: str = Field(
+        description="sha256 of the exact float32 [60, 5] window fed to the model (little-endian bytes)."
+    )
+    batch: BatchRun | None = Field(
+        default=None,
+        description="Only with EDGE_BATCH_INVARIANT=false, where the answer depends on its batch: the run it was in.",
+    )
+
+
 class PredictionResponse(BaseModel):
     """The seed's ``PredictionResponse``; ``/predict/batch`` answers a list of these."""
 
@@ -282,6 +305,7 @@ class PredictionResponse(BaseModel):
 
     prediction: SignalPrediction
     risk: RiskAssessment
+    audit: Audit
 
 
 class ErrorDetail(BaseModel):

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,8 +15,10 @@ import numpy as np
 
 from runtime.constants import (
     FP32_FILE,
+    FP32_ROWWISE_FILE,
     INPUT_NAME,
     INT8_FILE,
+    INT8_ROWWISE_FILE,
     MANIFEST_FILE,
     MODEL_NAME,
     N_CLASSES,
@@ -164,17 +165,25 @@ class ModelInfo:
     provider: str
     intra_op_threads: int
     file: str
+    #: sha256 of the file's bytes as verified and loaded (the audit record of every prediction names it).
+    sha256: str = ""
+    #: Whether a window's probabilities are independent of the other windows in its model run.
+    batch_invariant: bool = False
 
 
 class Model:
     """An onnxruntime session over one verified artifact. Thread-safe: `run` may be called from any thread."""
 
-    def __init__(self, session: Any, info: ModelInfo, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, session: Any, info: ModelInfo, manifest: dict[str, Any], *, one_window_per_call: bool = False
+    ) -> None:
         self._session = session
         self.info = info
         self.manifest = manifest
         self._output_names = [OUTPUT_NAME]
         self._use_iobinding = info.provider == "cuda"
+        # Batch invariance without a row-wise file: one session.run per window (slower, same guarantee).
+        self._one_window_per_call = one_window_per_call
 
     @classmethod
     def load(
@@ -185,7 +194,15 @@ class Model:
         provider: str = "auto",
         intra_op_threads: int = 1,
         warmup: bool = True,
+        batch_invariant: bool = True,
     ) -> Model:
+        """Verify and load one artifact of `model_dir`.
+
+        With `batch_invariant` on CPU, the row-wise graph (`INT8_ROWWISE_FILE` / `FP32_ROWWISE_FILE`, one Scan
+        iteration per window inside a single call) is served when the manifest lists it, else the plain graph one
+        window per call: either way a window's answer is bit-identical to its answer alone. On CUDA windows are
+        batched (a call costs the same from 1 to 256 windows) and the flag does not apply.
+        """
         ort = _import_onnxruntime()
         if hasattr(ort, "disable_telemetry_events"):
             ort.disable_telemetry_events()  # an edge service next to an exchange phones nobody
@@ -199,6 +216,22 @@ class Model:
         else:
             raise ConfigurationError(f"precision '{precision}' is not one of auto, int8, fp32")
         name = INT8_FILE if resolved == "int8" else FP32_FILE
+        invariant = batch_invariant and chosen == "cpu"
+        one_window_per_call = False
+        if invariant:
+            rowwise = INT8_ROWWISE_FILE if resolved == "int8" else FP32_ROWWISE_FILE
+            if rowwise in manifest["files"]:
+                name = rowwise
+            else:
+                one_window_per_call = True
+                log.warning(
+                    "%s/%s lists no %s: serving %s one window per call to keep answers batch-invariant "
+                    "(slower under load; `python -m training rowwise` adds the file)",
+                    model_dir,
+                    MANIFEST_FILE,
+                    rowwise,
+                    name,
+                )
         path = model_dir / name
         data = verify_file(model_dir, manifest, name)
 
@@ -223,8 +256,10 @@ class Model:
             provider=chosen,
             intra_op_threads=intra_op_threads,
             file=name,
+            sha256=hashlib.sha256(data).hexdigest(),
+            batch_invariant=invariant,
         )
-        model = cls(session, info, manifest)
+        model = cls(session, info, manifest, one_window_per_call=one_window_per_call)
         if warmup:
             model.warm_up()
         log.info(
@@ -253,6 +288,11 @@ class Model:
         try:
             if self._use_iobinding:
                 out: Float32Array = self._run_iobinding(windows)
+            elif self._one_window_per_call and len(windows) > 1:
+                run = self._session.run
+                out = np.concatenate(
+                    [run(self._output_names, {INPUT_NAME: windows[i : i + 1]})[0] for i in range(len(windows))]
+                )
             else:
                 out = self._session.run(self._output_names, {INPUT_NAME: windows})[0]
         except Exception as e:
@@ -288,7 +328,3 @@ def _check_signature(session: Any, path: Path) -> None:
         problems.append(f"output shape {outputs[0].shape} does not end in {N_CLASSES}")
     if problems:
         raise ModelLoadError(f"model file '{path}' has the wrong signature: {'; '.join(problems)}")
-
-
-def monotonic_ms() -> float:
-    return time.perf_counter() * 1000.0

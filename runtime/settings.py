@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         le=100_000,
         description="Microseconds a batch may wait for more requests once the model is idle (0 = never wait).",
     )
+    batch_invariant: bool = Field(
+        default=True,
+        description="On CPU, give every window the answer it gets alone, bit for bit, whatever shares its model run "
+        "(the row-wise model: one Scan iteration per window). false = batched INT8, faster under load, whose "
+        "dynamic quantization moves a window's probabilities with its batch neighbours (bound in the README).",
+    )
     inline_when_idle: bool = Field(
         default=True,
         description="Run a request on the event loop when it is the only one in the server (saves two thread "

@@ -438,6 +438,17 @@ async def _infer(request: Request, service: Service, version: str) -> Response:
     payload: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": version}
     if req.id is not None:
         payload["id"] = req.id
+    if info is not None:
+        # The audit record of /predict, per window; protocol parameters are scalars, so hashes are comma-joined.
+        from runtime.app import audit_record
+
+        audits = [audit_record(w, info, result) for w in windows]
+        payload["parameters"] = {
+            "model_sha256": info.sha256,
+            "window_sha256": ",".join(a["window_sha256"] for a in audits),
+        }
+        if "batch" in audits[0]:
+            payload["parameters"].update({"batch_run": result.run_id, "batch_size": result.batch_size})
     payload["outputs"] = [output]
     if not binary:
         output["data"] = probs.ravel().tolist()

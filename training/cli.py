@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     parity = sub.add_parser("parity", help="re-check a model directory: sha256 of every file, then parity")
     parity.add_argument("--model-dir", type=Path, default=Path("models"))
     parity.add_argument("--data", default=None, help="override the data recorded in the manifest")
+
+    rowwise = sub.add_parser(
+        "rowwise", help="add the batch-invariant (Scan) ONNX files to a model directory, checked on its test split"
+    )
+    rowwise.add_argument("--model-dir", type=Path, default=Path("models"))
+    rowwise.add_argument("--data", default=None, help="override the data recorded in the manifest")
     return parser
 
 
@@ -114,6 +120,14 @@ def _parity(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+def _rowwise(args: argparse.Namespace) -> int:
+    from training.pipeline import add_rowwise
+
+    record = add_rowwise(args.model_dir, args.data)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -121,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return _train(args) if args.command == "train" else _parity(args)
+        return {"train": _train, "parity": _parity, "rowwise": _rowwise}[args.command](args)
     except (TrainingError, ValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

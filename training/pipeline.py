@@ -22,8 +22,10 @@ from runtime.constants import (
     CLASSES,
     FEATURES,
     FP32_FILE,
+    FP32_ROWWISE_FILE,
     INPUT_NAME,
     INT8_FILE,
+    INT8_ROWWISE_FILE,
     MODEL_NAME,
     N_CLASSES,
     N_FEATURES,
@@ -53,6 +55,7 @@ from training.report import (
     plot_reliability,
     write_report,
 )
+from training.rowwise import check_rowwise, write_rowwise
 from training.train import seed_everything, train_model
 
 logger = logging.getLogger(__name__)
@@ -270,12 +273,45 @@ def run_pipeline(config: TrainingConfig, out_dir: Path, *, version: str = MODEL_
     }
     manifest["summary"] = _summary_text(metrics, parity.passed, latency)
     # The report renders from the manifest; sizes of the model files are known before the report exists.
-    manifest["files"] = file_entries(out_dir, [TORCH_FILE, FP32_FILE, INT8_FILE])
+    manifest["batch_invariance"] = write_rowwise_files(out_dir, test.windows)
+    model_files = [TORCH_FILE, FP32_FILE, INT8_FILE, FP32_ROWWISE_FILE, INT8_ROWWISE_FILE]
+    manifest["files"] = file_entries(out_dir, model_files)
     write_report(out_dir / REPORT_FILE, manifest)
-    manifest["files"] = file_entries(out_dir, [TORCH_FILE, FP32_FILE, INT8_FILE, REPORT_FILE, *PLOT_FILES])
+    manifest["files"] = file_entries(out_dir, [*model_files, REPORT_FILE, *PLOT_FILES])
     manifest["pipeline_wall_seconds"] = round(time.perf_counter() - started, 1)
     write_manifest(out_dir, manifest)
     return PipelineResult(manifest=manifest, parity=parity, out_dir=out_dir)
+
+
+def write_rowwise_files(model_dir: Path, windows: np.ndarray) -> dict[str, Any]:
+    """Write the batch-invariant (Scan) forms of both ONNX files and prove them exact on `windows`."""
+    record: dict[str, Any] = {
+        "method": "ONNX Scan over the batch axis; each window computed alone inside one call",
+        "check": "row-wise graph at batch 1-100 (in order and shuffled) == original graph one window per call, "
+        "exactly (tolerance 0), with the service's session options",
+    }
+    for original, rowwise in ((FP32_FILE, FP32_ROWWISE_FILE), (INT8_FILE, INT8_ROWWISE_FILE)):
+        write_rowwise(model_dir / original, model_dir / rowwise)
+        record[rowwise] = {"from": original, **check_rowwise(model_dir / original, model_dir / rowwise, windows)}
+    return record
+
+
+def add_rowwise(model_dir: Path, data: str | None = None) -> dict[str, Any]:
+    """Add the row-wise files to an existing model directory (its manifest gains their hashes and the check)."""
+    manifest = load_manifest(model_dir)
+    problems = {name: why for name, why in verify_files(model_dir, manifest).items() if why != "ok"}
+    if problems:
+        raise ArtifactError(f"{model_dir} does not match its manifest: {problems}")
+    config = TrainingConfig.model_validate({**manifest["training"]["config"], "progress": False})
+    splits, _ = load_splits(config, data)
+    manifest["batch_invariance"] = write_rowwise_files(model_dir, splits.test.windows)
+    manifest["files"] = {
+        **manifest["files"],
+        **file_entries(model_dir, [FP32_ROWWISE_FILE, INT8_ROWWISE_FILE]),
+    }
+    manifest["files"] = dict(sorted(manifest["files"].items()))
+    write_manifest(model_dir, manifest)
+    return manifest["batch_invariance"]
 
 
 def recheck(model_dir: Path, data: str | None = None) -> dict[str, Any]:

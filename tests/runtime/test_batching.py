@@ -154,8 +154,11 @@ def test_after_drain_nothing_is_admitted() -> None:
     asyncio.run(_with_batcher(model, body))
 
 
-def test_batched_equals_unbatched_on_the_real_model_under_concurrency(committed_model_dir: Path) -> None:
-    model = Model.load(committed_model_dir, precision="int8", intra_op_threads=1)
+@pytest.mark.parametrize("invariant", [True, False], ids=["batch-invariant", "batched-opt-out"])
+def test_batched_equals_unbatched_on_the_real_model_under_concurrency(
+    committed_model_dir: Path, invariant: bool
+) -> None:
+    model = Model.load(committed_model_dir, precision="int8", intra_op_threads=1, batch_invariant=invariant)
     windows = market_windows(48, seed=5)
     single = np.concatenate([model.run(windows[i : i + 1]) for i in range(len(windows))])
 
@@ -173,6 +176,9 @@ def test_batched_equals_unbatched_on_the_real_model_under_concurrency(committed_
     results = asyncio.run(run())
     batched = np.concatenate([r.probabilities for r in results])
     assert max(r.batch_size for r in results) > 1, "requests were never coalesced"
+    if invariant:  # the default: every window gets exactly its lone answer
+        assert np.array_equal(batched, single)
+        return
     np.testing.assert_allclose(batched, single, atol=BATCH_INVARIANCE_ATOL)
     # The signal itself may only differ on near-ties, where the two top classes are within twice the tolerance.
     top2 = np.sort(single, axis=1)[:, -2:]

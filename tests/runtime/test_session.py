@@ -1,21 +1,24 @@
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import market_windows
 
-from runtime.constants import FP32_FILE, INT8_FILE, MANIFEST_FILE
+from runtime.constants import FP32_FILE, FP32_ROWWISE_FILE, INT8_FILE, INT8_ROWWISE_FILE, MANIFEST_FILE
 from runtime.errors import ConfigurationError, InferenceFailed, ModelLoadError
 from runtime.session import Model, available_cpus, choose_provider, cpu_quota, gpu_visible, threads_per_worker
 
 
 def test_loads_verifies_and_predicts(committed_model_dir: Path) -> None:
     model = Model.load(committed_model_dir, precision="int8", intra_op_threads=1)
-    assert model.info.precision == "int8" and model.info.file == INT8_FILE
-    assert model.info.provider == "cpu"
+    assert model.info.precision == "int8" and model.info.file == INT8_ROWWISE_FILE
+    assert model.info.provider == "cpu" and model.info.batch_invariant
+    assert model.info.sha256 == hashlib.sha256((committed_model_dir / INT8_ROWWISE_FILE).read_bytes()).hexdigest()
     probs = model.run(market_windows(7, seed=1))
     assert probs.shape == (7, 3) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -25,28 +28,80 @@ def test_auto_precision_is_int8_on_cpu(committed_model_dir: Path) -> None:
     assert Model.load(committed_model_dir, intra_op_threads=1, warmup=False).info.precision == "int8"
 
 
-@pytest.mark.parametrize("name", [INT8_FILE, FP32_FILE])
-def test_corrupted_file_is_refused_naming_it(model_dir_copy: Path, name: str) -> None:
+SERVED = [
+    pytest.param(INT8_ROWWISE_FILE, "int8", True, id="int8-rowwise"),
+    pytest.param(FP32_ROWWISE_FILE, "fp32", True, id="fp32-rowwise"),
+    pytest.param(INT8_FILE, "int8", False, id="int8-batched"),
+    pytest.param(FP32_FILE, "fp32", False, id="fp32-batched"),
+]
+
+
+@pytest.mark.parametrize(("name", "precision", "invariant"), SERVED)
+def test_corrupted_file_is_refused_naming_it(model_dir_copy: Path, name: str, precision: str, invariant: bool) -> None:
     path = model_dir_copy / name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    precision = "int8" if name == INT8_FILE else "fp32"
-    with pytest.raises(ModelLoadError, match=rf"{name}.*does not match its manifest"):
-        Model.load(model_dir_copy, precision=precision)
+    with pytest.raises(ModelLoadError, match=rf"{re.escape(name)}.*does not match its manifest"):
+        Model.load(model_dir_copy, precision=precision, batch_invariant=invariant)
 
 
-def test_truncated_file_is_refused(model_dir_copy: Path) -> None:
-    path = model_dir_copy / INT8_FILE
+@pytest.mark.parametrize(("name", "precision", "invariant"), SERVED)
+def test_truncated_file_is_refused(model_dir_copy: Path, name: str, precision: str, invariant: bool) -> None:
+    path = model_dir_copy / name
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ModelLoadError, match=INT8_FILE):
-        Model.load(model_dir_copy, precision="int8")
+    with pytest.raises(ModelLoadError, match=re.escape(name)):
+        Model.load(model_dir_copy, precision=precision, batch_invariant=invariant)
 
 
-def test_missing_file_is_refused(model_dir_copy: Path) -> None:
-    (model_dir_copy / INT8_FILE).unlink()
-    with pytest.raises(ModelLoadError, match=rf"{INT8_FILE}.*cannot be read"):
-        Model.load(model_dir_copy, precision="int8")
+@pytest.mark.parametrize(("name", "precision", "invariant"), SERVED)
+def test_missing_file_is_refused(model_dir_copy: Path, name: str, precision: str, invariant: bool) -> None:
+    (model_dir_copy / name).unlink()
+    with pytest.raises(ModelLoadError, match=rf"{re.escape(name)}.*cannot be read"):
+        Model.load(model_dir_copy, precision=precision, batch_invariant=invariant)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_served_answers_are_batch_invariant_and_equal_the_plain_file_alone(
+    committed_model_dir: Path, precision: str
+) -> None:
+    import onnxruntime as ort
+
+    from runtime.session import session_options
+
+    model = Model.load(committed_model_dir, precision=precision, intra_op_threads=1)
+    plain = ort.InferenceSession(
+        str(committed_model_dir / (INT8_FILE if precision == "int8" else FP32_FILE)), session_options(1)
+    )
+    windows = market_windows(150, seed=21)  # other windows than the manifest's check used
+    alone = np.concatenate([plain.run(None, {"ohlcv_sequence": windows[i : i + 1]})[0] for i in range(150)])
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 3, 8, 50, 150):
+        order = rng.permutation(150)
+        got = np.empty_like(alone)
+        for start in range(0, 150, size):
+            rows = order[start : start + size]
+            got[rows] = model.run(windows[rows])
+        assert np.array_equal(got, alone), f"batch {size}: {int((got != alone).any(axis=1).sum())} windows differ"
+
+
+def test_without_a_rowwise_file_windows_run_one_per_call(model_dir_copy: Path) -> None:
+    manifest = json.loads((model_dir_copy / MANIFEST_FILE).read_text())
+    del manifest["files"][INT8_ROWWISE_FILE]
+    (model_dir_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    model = Model.load(model_dir_copy, precision="int8", intra_op_threads=1)
+    assert model.info.file == INT8_FILE and model.info.batch_invariant
+    windows = market_windows(9, seed=2)
+    alone = np.concatenate([model.run(windows[i : i + 1]) for i in range(9)])
+    assert np.array_equal(model.run(windows), alone)
+
+
+def test_batch_invariant_off_serves_the_batched_file(committed_model_dir: Path) -> None:
+    model = Model.load(committed_model_dir, precision="int8", intra_op_threads=1, batch_invariant=False)
+    assert model.info.file == INT8_FILE and not model.info.batch_invariant
+    windows = market_windows(64, seed=2)
+    alone = np.concatenate([model.run(windows[i : i + 1]) for i in range(64)])
+    assert not np.array_equal(model.run(windows), alone)  # what the default setting protects against
 
 
 @pytest.mark.parametrize(
@@ -73,7 +128,7 @@ def test_unlisted_file_is_refused(model_dir_copy: Path) -> None:
     del manifest["files"][INT8_FILE]
     (model_dir_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ModelLoadError, match=rf"no sha256 for '{INT8_FILE}'"):
-        Model.load(model_dir_copy, precision="int8")
+        Model.load(model_dir_copy, precision="int8", batch_invariant=False)
 
 
 def test_explicit_unavailable_provider_lists_the_available_ones() -> None:
