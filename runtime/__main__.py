@@ -76,6 +76,12 @@ def export_to_environ(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from runtime import logs
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["replay"]:
+        from runtime import replay
+
+        return replay.main(args[1:])
+
     try:
         settings = load_settings(argv)
     except ValidationError as e:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import itertools
 import json
@@ -32,9 +31,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime import __version__
-from runtime.batching import Batcher, BatchResult
+from runtime.batching import Batcher
 from runtime.body import read_body
-from runtime.constants import CLASSES, WINDOW_LENGTH
+from runtime.constants import WINDOW_LENGTH
 from runtime.decoding import Window, decode_batch, decode_prediction
 from runtime.drift import DriftMonitor
 from runtime.errors import (
@@ -51,12 +50,12 @@ from runtime.errors import (
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.metrics import Metrics
 from runtime.openapi import openapi_schema
+from runtime.predictions import responses
 from runtime.ratelimit import RateLimiter, retry_after
-from runtime.risk import assess, seed_assessment, window_features
+from runtime.risk import window_features
 from runtime.schemas import ReloadRequest
 from runtime.session import Model, ModelInfo, threads_per_worker
 from runtime.settings import Settings
-from runtime.types import Float32Array
 
 log = logging.getLogger("runtime.app")
 access_log = logging.getLogger("runtime.access")
@@ -295,51 +294,6 @@ def _check_fresh(service: Service, reqs: list[Window]) -> None:
             )
 
 
-def audit_record(window: Float32Array, info: ModelInfo, result: BatchResult | None = None) -> dict[str, Any]:
-    """What computed an answer: the model file's sha256 and the exact float32 window fed to it (little-endian
-    bytes of the [60, 5] array), so `python -m runtime replay` can recompute it. When the model is not
-    batch-invariant the answer also depends on its batch, so the record names that model run and its size."""
-    record: dict[str, Any] = {
-        "model_sha256": info.sha256,
-        "window_sha256": hashlib.sha256(window.astype("<f4", copy=False).tobytes()).hexdigest(),
-    }
-    if not info.batch_invariant and result is not None:
-        record["batch"] = {"run": result.run_id, "size": result.batch_size}
-    return record
-
-
-def _response(
-    req: Window,
-    probs: list[float],
-    fmea: dict[str, Any],
-    audit: dict[str, Any],
-    info: ModelInfo,
-    compute_ms: float,
-    rid: str,
-    now: str,
-) -> dict[str, Any]:
-    """The seed's `PredictionResponse` for one window; the service's additions are extra keys beside its own."""
-    idx = probs.index(max(probs))  # the first maximum, as numpy's argmax
-    confidence = probs[idx]
-    return {
-        "prediction": {
-            "signal": CLASSES[idx],
-            "confidence": confidence,
-            "probabilities": dict(zip(CLASSES, probs, strict=True)),
-            "symbol": req.symbol,
-            "exchange": req.exchange,
-            "model_version": info.version,
-            "inference_time_ms": compute_ms,
-            "timestamp": now,
-            "request_id": rid,
-            "precision": info.precision,
-            "provider": info.provider,
-        },
-        "risk": {**seed_assessment(confidence, req.closes), "fmea": fmea},
-        "audit": audit,
-    }
-
-
 async def _run(
     service: Service, reqs: list[Window], *, deadline: float | None, rid: str
 ) -> tuple[list[dict[str, Any]], float]:
@@ -371,23 +325,10 @@ async def _run(
     info: ModelInfo = result.tag
     if service.drift is not None and info.precision == "int8":
         service.drift.offer(windows, probs)
-    fmea = assess(features, probs)
-    now = datetime.now(UTC).isoformat()
-    compute_ms = round(result.compute_ms, 4)
-    rows = probs.tolist()
-    return [
-        _response(
-            req,
-            rows[i],
-            fmea[i],
-            audit_record(req.window, info, result),
-            info,
-            compute_ms,
-            rid if len(reqs) == 1 else f"{rid}-{i}",
-            now,
-        )
-        for i, req in enumerate(reqs)
-    ], result.compute_ms
+    answers = responses(
+        reqs, probs, features, info, result=result, compute_ms=result.compute_ms, request_id=rid
+    )
+    return answers, result.compute_ms
 
 
 def _deadline(request: Request) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from runtime.batching import BATCH_INVARIANCE_ATOL
 from runtime.session import ModelInfo
 
 #: Request latency buckets in seconds: the service answers in about a millisecond, so resolve below it.
@@ -70,6 +71,13 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter("edge_model_reloads", "Model reloads by outcome.", ["outcome"], registry=r)
+        self.batch_invariance_bound = Gauge(
+            "edge_batch_invariance_bound",
+            "Largest |change| of a window's probabilities caused by the other windows of its model run: 0 when "
+            "batch-invariant (the default on CPU), else the bound measured on held-out markets "
+            "(BATCH_INVARIANCE_ATOL; EDGE_BATCH_INVARIANT=false or CUDA).",
+            registry=r,
+        )
         self.drift_windows = Counter(
             "edge_drift_windows", "Live windows re-run on FP32 by the quantization drift monitor.", registry=r
         )
@@ -94,6 +102,7 @@ class Metrics:
         self.model_info.labels(info.name, info.version, info.precision, info.provider, str(info.intra_op_threads)).set(
             1
         )
+        self.batch_invariance_bound.set(0.0 if info.batch_invariant else BATCH_INVARIANCE_ATOL)
 
     def observe_batch(self, size: int, compute_ms: float, queue_ms: float) -> None:
         """Called from the inference thread after every model run."""

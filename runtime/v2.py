@@ -56,6 +56,7 @@ from runtime.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from runtime.predictions import audit_record
 from runtime.session import ModelInfo
 from runtime.types import Float32Array
 
@@ -440,8 +441,6 @@ async def _infer(request: Request, service: Service, version: str) -> Response:
         payload["id"] = req.id
     if info is not None:
         # The audit record of /predict, per window; protocol parameters are scalars, so hashes are comma-joined.
-        from runtime.app import audit_record
-
         audits = [audit_record(w, info, result) for w in windows]
         payload["parameters"] = {
             "model_sha256": info.sha256,
