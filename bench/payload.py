@@ -36,9 +36,7 @@ def sp500_candles(n: int = WINDOW_LENGTH) -> list[dict[str, Any]]:
     ]
 
 
-def request_body(
-    candles: list[dict[str, Any]], *, symbol: str = SYMBOL, exchange: str = EXCHANGE
-) -> dict[str, Any]:
+def request_body(candles: list[dict[str, Any]], *, symbol: str = SYMBOL, exchange: str = EXCHANGE) -> dict[str, Any]:
     """The seed's /predict body: ``{"symbol", "exchange", "sequence": [60 candles]}``."""
     from runtime.schemas import PredictionRequest
 

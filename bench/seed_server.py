@@ -278,7 +278,7 @@ class Settings:
     CORS_ORIGINS: list[str] = field(default_factory=list)
 
     @property
-    def MODEL_PATH(self) -> Path:  # noqa: N802 - the seed's name
+    def MODEL_PATH(self) -> Path:  # the seed's name
         return self.MODEL_DIR / "signal_predictor.pt"
 
 

@@ -196,7 +196,7 @@ for i in range(60):
         "close": round(c, 2), "volume": round(10 + 3 * math.cos(i / 7), 3),
     })
     price = c
-json.dump({"symbol": "BTC/USDT", "ohlcv_data": candles}, open(sys.argv[1], "w"))
+json.dump({"symbol": "BTC/USDT", "exchange": "binance", "sequence": candles}, open(sys.argv[1], "w"))
 # The same window as an Open Inference Protocol (v2) request: FP32 [1, 60, 5], features in runtime order.
 data = [c[f] for c in candles for f in ("open", "high", "low", "close", "volume")]
 tensor = {"name": "ohlcv_sequence", "datatype": "FP32", "shape": [1, 60, 5], "data": data}

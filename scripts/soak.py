@@ -50,7 +50,8 @@ def make_bodies(n: int, seed: int = 0) -> list[bytes]:
             high, low = max(open_, price) * (1 + rng.uniform(0, 0.004)), min(open_, price) * (1 - rng.uniform(0, 0.004))
             candles.append({"timestamp": (start + timedelta(minutes=i)).isoformat(), "open": open_, "high": high,
                             "low": low, "close": price, "volume": rng.uniform(0, 1e6)})
-        bodies.append(json.dumps({"symbol": "BTC/USDT", "ohlcv_data": candles}, separators=(",", ":")).encode())
+        bodies.append(json.dumps({"symbol": "BTC/USDT", "exchange": "binance", "sequence": candles},
+                                 separators=(",", ":")).encode())
     return bodies
 
 
