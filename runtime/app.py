@@ -104,6 +104,7 @@ class Service:
     ready: bool = False
     draining: bool = False
     rate_limiter: RateLimiter | None = None
+    drift_loader: threading.Thread | None = None
     started: float = field(default_factory=time.perf_counter)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -151,7 +152,11 @@ class Service:
         def load() -> None:
             try:
                 reference = Model.load(
-                    self.settings.model_path(self.version), precision="fp32", provider=info.provider, intra_op_threads=1
+                    self.settings.model_path(self.version),
+                    precision="fp32",
+                    provider=info.provider,
+                    intra_op_threads=1,
+                    batch_invariant=False,  # a reference for INT8 vs FP32 drift: batched FP32 moves rows by ~1e-7
                 )
             except Exception:
                 log.exception("drift monitor disabled: the FP32 reference could not be loaded")
@@ -162,7 +167,16 @@ class Service:
             if previous is not None:
                 previous.stop()
 
-        threading.Thread(target=load, name="edge-drift-load", daemon=True).start()
+        loader = threading.Thread(target=load, name="edge-drift-load", daemon=True)
+        self.drift_loader = loader
+        loader.start()
+
+    def stop_drift_monitor(self, timeout: float = 10.0) -> None:
+        """Wait for a reference still loading (onnxruntime aborts the process if torn down mid-load), then stop."""
+        if self.drift_loader is not None:
+            self.drift_loader.join(timeout)
+        if self.drift is not None:
+            self.drift.stop()
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
@@ -705,8 +719,7 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
         finally:
             service.begin_draining()
             await batcher.stop(settings.graceful_timeout)
-            if service.drift is not None:
-                service.drift.stop()
+            await asyncio.to_thread(service.stop_drift_monitor)
 
     from runtime import docs, v2  # v2 handlers reuse this module's auth; imported here to keep imports one-way
 
