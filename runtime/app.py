@@ -688,6 +688,7 @@ def create_app(settings: Settings, *, model_loader: ModelLoader = default_model_
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service.draining = False  # a lifespan may start again on the same app (tests, embedding servers)
         model = model_loader(settings, service.version)
         batcher = Batcher(
             model.run,

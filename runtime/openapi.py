@@ -85,7 +85,7 @@ def _window_sha256(candles: list[dict[str, Any]]) -> str:
 
 #: The seed's PredictionResponse example, with the fields the service adds and a risk score that matches its
 #: one factor (the seed's 2.5 does not: "High market volatility" alone adds 3.0).
-EXAMPLE_RESPONSE: Final = {
+EXAMPLE_RESPONSE: Final[dict[str, Any]] = {
     "prediction": {
         "signal": "buy",
         "confidence": 0.85,
@@ -542,6 +542,9 @@ def openapi_schema(exchanges: tuple[str, ...] = DEFAULT_EXCHANGES) -> dict[str, 
     ]
     _, defs = models_json_schema(models, ref_template=_REF)
     schemas: dict[str, Any] = {**defs["$defs"], **_HAND_WRITTEN}
+    for model in ("InferenceRequest", "InputTensor", "RequestedOutput"):  # v2 takes "parameters": null as {}
+        parameters = schemas[model]["properties"]["parameters"]
+        parameters["anyOf"] = [{"$ref": parameters.pop("$ref")}, {"type": "null"}]
     exchange = schemas["PredictionRequest"]["properties"]["exchange"]
     exchange["enum"] = list(exchanges)
     example = "binance" if "binance" in exchanges else exchanges[0]

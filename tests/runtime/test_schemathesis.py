@@ -2,11 +2,12 @@
 
 Every documented operation, /v2 ones included, goes through schemathesis' phases: the documented examples, the
 coverage phase (boundary values, each constraint broken in turn, missing parameters, undocumented methods) and
-fuzzing, valid and invalid. Each response must be no 5xx, a documented status code with the documented content
-type, headers and schema; invalid data must be refused with a 4xx; a route that declares the API key must refuse a
-request without it; an undocumented method must get 405 with an Allow header. Not checked: that generated valid
-data is accepted (`positive_data_acceptance`): JSON Schema cannot state the window's rules (low <= open <= high,
-time order), so generated "valid" windows are almost always refused with a 422. Real windows are checked below.
+fuzzing, valid and invalid. Each response must be no 5xx (but a 504: a generated X-Deadline-Ms can be 5e-324), a
+documented status code with the documented content type, headers and schema; invalid data must be refused with a
+4xx; a route that declares the API key must refuse a request without it; an undocumented method must get 405 with
+an Allow header. Not checked: that generated valid data is accepted (`positive_data_acceptance`): JSON Schema cannot
+state the window's rules (low <= open <= high, time order), so generated "valid" windows are almost always refused
+with a 422. Real windows and the documented examples are checked below.
 """
 
 from __future__ import annotations
@@ -142,3 +143,23 @@ def test_successful_responses_conform_to_the_openapi_document(
     )
     response = case.call_and_validate()
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/predict", "/predict/batch", "/v2/models/{model_name}/infer", "/admin/reload", "/metrics"]
+)
+def test_a_rate_limited_answer_conforms_to_the_openapi_document(path: str) -> None:
+    """429 RATE_LIMITED with Retry-After, once a key has used its bucket (generated requests never get there)."""
+    limited = create_app(
+        SETTINGS.model_copy(update={"rate_limit": 0.001, "rate_limit_burst": 1, "metrics_require_key": True})
+    )
+    method = "GET" if path == "/metrics" else "POST"
+    examples = _examples(path) if method == "POST" else [None]
+    params = {"model_name": "signal_predictor"} if "{model_name}" in path else {}
+    statuses = []
+    for _ in range(2):
+        case = schema[path][method].Case(
+            body=examples[0], headers={"X-API-Key": KEY}, path_parameters=params, media_type="application/json"
+        )
+        statuses.append(case.call_and_validate(app=limited).status_code)
+    assert statuses == [200, 429]
