@@ -6,11 +6,14 @@ steps, numbers as strings, booleans, NaN/Infinity tokens, prices at and past the
 one ulp, extra, missing and duplicate keys, 59/61 candles, batches of 0/1/100/101 requests):
 
 * whatever the fast path accepts on its own, `PredictionRequest` accepts with the same symbol, exchange, float32
-  window (bit for bit), closes (float64, bit for bit) and last timestamp;
+  window (bit for bit), closes (float64, bit for bit) and last timestamp (exactly, unless a timestamp has more
+  than 6 fractional digits: msgspec rounds the 7th, Pydantic truncates it, so the fast path's can be 1 µs later);
 * whatever the fast path hands over, `decode_prediction` answers exactly what Pydantic answers: the same window
   or the same errors.
 
-"The fast path on its own" is `decode_prediction` with Pydantic's entry points replaced by a stub that raises.
+The property mixes edits at random; tables below also try every value of each dimension alone on an otherwise
+valid body. "The fast path on its own" is `decode_prediction` with Pydantic's entry points replaced by a stub
+that raises.
 Hypothesis runs under its built-in ``ci`` profile on CI (derandomized, no database), so every property here
 sets only `max_examples` and `deadline`.
 """
@@ -35,7 +38,14 @@ from pydantic import ValidationError
 
 from runtime.constants import MAX_BATCH_REQUESTS, WINDOW_LENGTH
 from runtime.decoding import Window, decode_batch, decode_prediction
-from runtime.schemas import DEFAULT_EXCHANGES, PRICE_MAX, PRICE_MIN, BatchPredictionRequest, PredictionRequest
+from runtime.schemas import (
+    DEFAULT_EXCHANGES,
+    PRICE_MAX,
+    PRICE_MIN,
+    VOLUME_MAX,
+    BatchPredictionRequest,
+    PredictionRequest,
+)
 
 BASE = window_to_payload(market_windows(1, seed=5)[0], "BTC/USDT")
 START = datetime(2024, 1, 1, tzinfo=UTC)  # BASE's candle i opens at START + i days
@@ -347,19 +357,18 @@ def _assert_same(got: Window, expected: Window, *, sub_micro: bool = False) -> N
     assert got.last_timestamp.utcoffset() == expected.last_timestamp.utcoffset()
     if sub_micro:
         # msgspec rounds a 7th fractional digit, Pydantic truncates it: the same instant to within 1 µs, never
-        # earlier. Only the staleness check reads this value, in whole seconds.
+        # earlier. Only the staleness check reads this value (its limit is in seconds).
         assert timedelta(0) <= got.last_timestamp - expected.last_timestamp <= timedelta(microseconds=1)
     else:
         assert got.last_timestamp == expected.last_timestamp
 
 
-def _check_agreement(body: bytes, exchanges: tuple[str, ...], batch: bool) -> None:
+def _check_agreement(body: bytes, exchanges: tuple[str, ...], batch: bool) -> str:
+    """The module's two properties for one body; returns which way it went (for Hypothesis' statistics)."""
     expected = _schema(body, exchanges, batch)
     fast = _fast_path(body, exchanges, batch)
     got = _decoder(body, exchanges, batch)
     sub_micro = SUB_MICRO.search(body) is not None
-    accepted = isinstance(expected, Window) or bool(expected and isinstance(expected[0], Window))
-    event(f"fast path {'accepts' if fast is not None else 'hands over'}, schema {'accepts' if accepted else 'refuses'}")
     if fast is not None:
         # What the fast path accepts, the schema accepts with the same values; the decoder answers the fast path.
         fast_windows = fast if isinstance(fast, list) else [fast]
@@ -384,19 +393,21 @@ def _check_agreement(body: bytes, exchanges: tuple[str, ...], batch: bool) -> No
             _assert_same(g, e)
     else:
         assert got == expected, "a refused body must get exactly the schema's errors"
+    accepted = isinstance(expected, Window) or bool(expected and isinstance(expected[0], Window))
+    return f"fast path {'accepts' if fast is not None else 'hands over'}, schema {'accepts' if accepted else 'refuses'}"
 
 
 # -- properties -------------------------------------------------------------------------------------------------
 @settings(PROPERTY, max_examples=200)
 @given(case=request_bodies())
 def test_fast_path_agrees_with_the_schema(case: tuple[bytes, tuple[str, ...]]) -> None:
-    _check_agreement(*case, batch=False)
+    event(_check_agreement(*case, batch=False))
 
 
 @settings(PROPERTY, max_examples=60)
 @given(case=batch_bodies())
 def test_batch_fast_path_agrees_with_the_schema(case: tuple[bytes, tuple[str, ...]]) -> None:
-    _check_agreement(*case, batch=True)
+    event(_check_agreement(*case, batch=True))
 
 
 @st.composite
@@ -443,6 +454,95 @@ def test_valid_canonical_bodies_take_the_fast_path(case: tuple[bytes, tuple[str,
     fast = _fast_path(body, exchanges, batch=False)
     assert fast is not None, "a canonical valid body went through Pydantic"
     _assert_same(fast, expected)
+
+
+# -- every spelling on its own ------------------------------------------------------------------------------------
+# The property above mixes edits at random; these tables try each value of each dimension alone, on a body that is
+# otherwise valid, so a rare value (a trailing newline, one 7th digit) is never left to chance.
+def _with(raw_value: str, *path: str | int) -> bytes:
+    body = copy.deepcopy(BASE)
+    target: Any = body
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = "__VALUE__"
+    return _dump(body).replace('"__VALUE__"', raw_value).encode()
+
+
+@pytest.mark.parametrize("raw_symbol", [json.dumps(s) for s in SYMBOLS] + RAW_SYMBOLS)
+def test_each_symbol_spelling_agrees(raw_symbol: str) -> None:
+    _check_agreement(_with(raw_symbol, "symbol"), DEFAULT_EXCHANGES, batch=False)
+
+
+@pytest.mark.parametrize("raw_exchange", [json.dumps(e) for e in EXCHANGES] + RAW_EXCHANGES)
+@pytest.mark.parametrize("exchanges", EXCHANGE_LISTS, ids=lambda e: "|".join(e))
+def test_each_exchange_agrees_under_each_configured_list(raw_exchange: str, exchanges: tuple[str, ...]) -> None:
+    _check_agreement(_with(raw_exchange, "exchange"), exchanges, batch=False)
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_each_timestamp_spelling_agrees(spelling: str) -> None:
+    spell = SPELLINGS[spelling]
+    for i in (0, 30, WINDOW_LENGTH - 1):  # the last candle's timestamp is the one a Window keeps
+        _check_agreement(_with(spell(START + timedelta(days=i)), "sequence", i, "timestamp"), DEFAULT_EXCHANGES, False)
+    body = copy.deepcopy(BASE)
+    for i, candle in enumerate(body["sequence"]):
+        candle["timestamp"] = f"__T{i}__"
+    text = _dump(body)
+    for i in range(WINDOW_LENGTH):
+        text = text.replace(f'"__T{i}__"', spell(START + timedelta(days=i)))
+    _check_agreement(text.encode(), DEFAULT_EXCHANGES, batch=False)
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_each_number_spelling_agrees(number: str) -> None:
+    for field in FIELDS:
+        _check_agreement(_with(number, "sequence", 7, field), DEFAULT_EXCHANGES, batch=False)
+
+
+def _ulp_up(x: float) -> float:
+    return float(np.nextafter(x, np.inf))
+
+
+def _ulp_down(x: float) -> float:
+    return float(np.nextafter(x, 0.0))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda c: c.update(open=c["close"], high=c["close"], low=c["close"]), id="flat"),
+        pytest.param(lambda c: c.update(open=c["high"], close=c["low"]), id="on-the-bounds"),
+        pytest.param(lambda c: c.update(open=_ulp_up(c["high"])), id="open-1-ulp-above-high"),
+        pytest.param(lambda c: c.update(close=_ulp_down(c["low"])), id="close-1-ulp-below-low"),
+        pytest.param(lambda c: c.update(low=_ulp_up(c["high"]), open=c["high"], close=c["high"]), id="low-1-ulp-above"),
+        pytest.param(lambda c: c.update(high=c["low"], low=c["high"]), id="high-low-swapped"),
+        pytest.param(lambda c: c.update(open=PRICE_MIN, high=PRICE_MIN, low=PRICE_MIN, close=PRICE_MIN), id="min"),
+        pytest.param(lambda c: c.update(open=PRICE_MAX, high=PRICE_MAX, low=PRICE_MAX, close=PRICE_MAX), id="max"),
+        pytest.param(lambda c: c.update(low=_ulp_down(PRICE_MIN)), id="low-1-ulp-below-min"),
+        pytest.param(lambda c: c.update(high=_ulp_up(PRICE_MAX)), id="high-1-ulp-above-max"),
+        pytest.param(lambda c: c.update(volume=0.0), id="no-volume"),
+        pytest.param(lambda c: c.update(volume=-0.0), id="volume-minus-zero"),
+        pytest.param(lambda c: c.update(volume=VOLUME_MAX), id="volume-max"),
+        pytest.param(lambda c: c.update(volume=_ulp_up(VOLUME_MAX)), id="volume-1-ulp-above-max"),
+    ],
+)
+def test_each_candle_boundary_agrees(edit: Callable[[dict[str, Any]], Any]) -> None:
+    for i in (0, WINDOW_LENGTH - 1):
+        body = copy.deepcopy(BASE)
+        edit(body["sequence"][i])
+        _check_agreement(_dump(body).encode(), DEFAULT_EXCHANGES, batch=False)
+
+
+@pytest.mark.parametrize("step_ns", [100, 400, 500, 999, 1000, 1499, 1500, 1999, 2000, 2001, 2500])
+@pytest.mark.parametrize("digits", [7, 9])
+def test_each_sub_microsecond_step_agrees(step_ns: int, digits: int) -> None:
+    for offset_ns in (0, 400, 500, 600, 999):
+        body = copy.deepcopy(BASE)
+        for k, candle in enumerate(body["sequence"]):
+            sec, frac = divmod(offset_ns + k * step_ns, 10**9)
+            t = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=sec)
+            candle["timestamp"] = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{frac:09d}"[:digits] + "Z"
+        _check_agreement(_dump(body).encode(), DEFAULT_EXCHANGES, batch=False)
 
 
 # -- examples ---------------------------------------------------------------------------------------------------
