@@ -64,8 +64,8 @@ def test_refuses_public_bind_without_keys() -> None:
 
 
 def test_refuses_to_start_on_a_corrupt_model(model_dir_copy: Path) -> None:
-    path = model_dir_copy / "signal_predictor.int8.onnx"
+    path = model_dir_copy / "signal_predictor.int8.rowwise.onnx"
     path.write_bytes(path.read_bytes()[:-10])
     result = _run("--model-dir", str(model_dir_copy), "--port", "0")
     assert result.returncode == 1
-    assert "signal_predictor.int8.onnx" in result.stderr and "does not match its manifest" in result.stderr
+    assert "signal_predictor.int8.rowwise.onnx" in result.stderr and "does not match its manifest" in result.stderr

@@ -63,7 +63,8 @@ def server(tmp_path: Path, *args: str, block_torch: bool = False) -> Iterator[tu
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}")
+                output = proc.stdout.read() if proc.stdout else ""
+                raise AssertionError(f"server exited with {proc.returncode}:\n{output}")
             try:
                 if _request(port, "GET", "/ready", timeout=1)[0] == 200:
                     break
