@@ -10,7 +10,7 @@ import pytest
 from conftest import market_windows, versioned_model_dir, window_to_payload
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime.constants import INT8_FILE
+from runtime.constants import INT8_ROWWISE_FILE
 
 JSON = {"content-type": "application/json"}
 
@@ -122,7 +122,7 @@ def test_failed_reload_keeps_the_old_model(
     root = versioned_model_dir(tmp_path, committed_model_dir)
     target = "v2"
     if damage == "corrupt":
-        path = root / "v2" / INT8_FILE
+        path = root / "v2" / INT8_ROWWISE_FILE
         path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     else:
         target = "v9"
