@@ -68,11 +68,11 @@ def service_spec(
         "127.0.0.1",
         "--port",
         str(port),
-        "--model-dir",
-        model_dir,
         "--precision",
         precision,
     ]
+    if "EDGE_MODEL_DIR" not in (env or {}):  # a variant may serve another model directory
+        argv += ["--model-dir", model_dir]
     if workers != 1:
         argv += ["--workers", str(workers)]
     argv += list(extra)
