@@ -60,19 +60,6 @@ class _environ:
         os.environ.update(self.saved)
 
 
-def export_to_environ(settings: Settings) -> None:
-    """Hand the resolved settings to worker processes, which rebuild them from the environment."""
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        if name == "api_keys":
-            value = ",".join(k.get_secret_value() for k in value)
-        os.environ[f"EDGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from runtime import logs
 
@@ -110,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn
 
-    from runtime.server import serve
+    from runtime.server.serve import serve
 
     try:
         return serve(settings, uvicorn)

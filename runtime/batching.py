@@ -54,16 +54,6 @@ class _Item:
     deadline: float | None  # perf_counter seconds, None = no deadline
 
 
-@dataclass
-class BatcherStats:
-    """Counters read by metrics; written by the inference thread only."""
-
-    batches: int = 0
-    windows: int = 0
-    expired: int = 0
-    failed_batches: int = 0
-
-
 class Batcher:
     """Bounded queue + one inference thread. Create and start it inside the running event loop."""
 
@@ -91,7 +81,8 @@ class Batcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.stats = BatcherStats()
+        #: Model runs so far (written by whichever thread runs the model; names a batch in audit records).
+        self.runs = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -104,9 +95,6 @@ class Batcher:
         """Point new batches at another model; a batch already taken finishes on the old one."""
         with self._cond:
             self._run, self._tag = run, tag
-
-    def stop_admitting(self) -> None:
-        self._admitting = False
 
     async def drain(self, timeout: float) -> bool:
         """Stop admitting, wait up to `timeout` s for every accepted request to finish; True if all did."""
@@ -174,7 +162,7 @@ class Batcher:
             run, tag = self._run, self._tag
         try:
             probs, compute_ms = self._compute(run, windows, queue_ms=0.0)
-            run_id = self.stats.batches
+            run_id = self.runs
         finally:
             with self._cond:
                 self._busy = False
@@ -188,14 +176,12 @@ class Batcher:
         try:
             probs = run(windows)
         except Exception as e:
-            self.stats.failed_batches += 1
             log.exception("inference failed for a batch of %d windows", len(windows))
             if isinstance(e, EdgeError):
                 raise
             raise InferenceFailed(f"inference failed: {type(e).__name__}") from e
         compute_ms = (time.perf_counter() - start) * 1000
-        self.stats.batches += 1
-        self.stats.windows += len(windows)
+        self.runs += 1
         if self._on_batch is not None:
             self._on_batch(len(windows), compute_ms, queue_ms)
         return probs, compute_ms
@@ -243,7 +229,6 @@ class Batcher:
         start = time.perf_counter()
         live = [it for it in items if it.deadline is None or it.deadline > start]
         if len(live) < len(items):
-            self.stats.expired += len(items) - len(live)
             expired = [it for it in items if it.deadline is not None and it.deadline <= start]
             loop.call_soon_threadsafe(_fail, expired, DeadlineExceeded("deadline passed while queued"))
         if not live:
@@ -257,7 +242,7 @@ class Batcher:
             return
         results = []
         offset = 0
-        run_id = self.stats.batches
+        run_id = self.runs
         for it in live:
             n = len(it.windows)
             queue_ms = (start - it.submitted) * 1000

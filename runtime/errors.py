@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+
+def detail(loc: Iterable[str | int], message: str, type_: str) -> dict[str, str]:
+    """One entry of an error's `details`, as the seed's validation handler writes it: the dotted `field` (FastAPI's
+    location, so body fields start with ``body.``), the `message` and the rule's `type`."""
+    return {"field": ".".join(str(part) for part in loc), "message": message, "type": type_}
 
 
 class EdgeError(Exception):
@@ -87,3 +94,10 @@ class StaleWindow(EdgeError):
 
     status_code = 422
     code = "STALE_WINDOW"
+
+
+class ReloadFailed(EdgeError):
+    """A reload could not verify or load the new model; the old one keeps serving."""
+
+    status_code = 409
+    code = "RELOAD_FAILED"

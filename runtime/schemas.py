@@ -1,8 +1,9 @@
 """Request and response schemas, shared by the API and by training's data loading.
 
 Pydantic v2 only; no HTTP and no torch here. The field rules on a candle (`Price`, `_Volume`, `_Timestamp`) and
-the cross-field rules (`ohlc_violations`) are the single definition of a valid row: the API applies them to
-request bodies and training (through `OHLCVPoint`) to CSV rows.
+the cross-field rules (`ohlc_violations`) are the single definition of a valid candle (`Candle`): the API applies
+them to request bodies, training (through `validate_candle`) to CSV rows, and `runtime.decoding`'s fast path
+mirrors them (a property test proves it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -62,7 +64,7 @@ def ohlc_violations(candles: npt.NDArray[np.float64]) -> list[tuple[int, str, di
     """The cross-field rules on candles (n, 5) in `FEATURES` order: low <= open, close <= high.
 
     Returns (row, message template, values) for every broken row. This is the one definition of the rules: the
-    API applies it to a whole window at once, `OHLCVPoint` to one row (training's CSV rows).
+    API applies it to a whole window at once, `validate_candle` to one row (training's CSV rows).
     """
     o, h, lo, c = candles[:, 0], candles[:, 1], candles[:, 2], candles[:, 3]
     # low <= min(open, close) and max(open, close) <= high also give low <= high: two checks cover all five.
@@ -81,29 +83,9 @@ def ohlc_violations(candles: npt.NDArray[np.float64]) -> list[tuple[int, str, di
     return out
 
 
-class OHLCVPoint(BaseModel):
-    """One candle as a model: for validating rows one at a time (training's CSV loader)."""
-
-    model_config = _STRICT
-
-    timestamp: _Timestamp
-    open: Price
-    high: Price
-    low: Price
-    close: Price
-    volume: _Volume
-
-    @model_validator(mode="after")
-    def _check_range(self) -> OHLCVPoint:
-        row = np.array([[self.open, self.high, self.low, self.close, self.volume]])
-        for _, template, values in ohlc_violations(row):
-            raise PydanticCustomError("ohlc_range", template, values)
-        return self
-
-
 @with_config(ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=256))
 class Candle(TypedDict):
-    """One candle of a request (the fields of `OHLCVPoint`; the cross-field rules run on the whole window)."""
+    """One candle of a request (the cross-field rules run on the whole window, or on one row in `validate_candle`)."""
 
     timestamp: _Timestamp
     open: Price
@@ -122,6 +104,23 @@ def literal_list(values: tuple[str, ...]) -> str:
 def exchange_error(exchanges: tuple[str, ...]) -> PydanticCustomError:
     """The seed's verdict on an exchange outside its ``Literal``: same type, same message."""
     return PydanticCustomError("literal_error", "Input should be {expected}", {"expected": literal_list(exchanges)})
+
+
+_CANDLE: TypeAdapter[Candle] = TypeAdapter(Candle)
+
+
+def validate_candle(raw: object) -> Candle:
+    """One candle on its own (training's CSV rows): the field rules, then the cross-field rules, as a request's
+    window gets them. Raises Pydantic's `ValidationError`."""
+    candle = _CANDLE.validate_python(raw)
+    row = np.array([[candle["open"], candle["high"], candle["low"], candle["close"], candle["volume"]]])
+    problems = ohlc_violations(row)
+    if problems:
+        _, template, values = problems[0]
+        raise ValidationError.from_exception_data(
+            "Candle", [InitErrorDetails(type=PydanticCustomError("ohlc_range", template, values), loc=(), input=raw)]
+        )
+    return candle
 
 
 class PredictionRequest(BaseModel):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -20,13 +19,13 @@ from runtime.constants import (
     INT8_FILE,
     INT8_ROWWISE_FILE,
     MANIFEST_FILE,
-    MODEL_NAME,
     N_CLASSES,
     N_FEATURES,
     OUTPUT_NAME,
     WINDOW_LENGTH,
 )
 from runtime.errors import ConfigurationError, InferenceFailed, ModelLoadError
+from runtime.manifest import Manifest
 from runtime.types import Float32Array
 
 log = logging.getLogger(__name__)
@@ -102,42 +101,6 @@ def session_options(intra_op_threads: int) -> Any:
     return options
 
 
-def load_manifest(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ModelLoadError(f"manifest '{path}' not found: is --model-dir pointing at the models directory?") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"manifest '{path}' cannot be read: {e}") from e
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise ModelLoadError(f"manifest '{path}' has no 'files' table of sha256 hashes")
-    if manifest.get("name", MODEL_NAME) != MODEL_NAME:
-        raise ModelLoadError(f"manifest '{path}' is for model '{manifest.get('name')}', expected '{MODEL_NAME}'")
-    return manifest
-
-
-def verify_file(model_dir: Path, manifest: dict[str, Any], name: str) -> bytes:
-    """Read one artifact and check it against its manifest hash; raise `ModelLoadError` naming the file otherwise.
-
-    Returns the bytes that were hashed, so what is loaded is exactly what was verified (no second read).
-    """
-    path = model_dir / name
-    entry = manifest["files"].get(name)
-    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
-        raise ModelLoadError(f"manifest lists no sha256 for '{name}'; refusing to load an unverified model")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ModelLoadError(f"model file '{path}' cannot be read: {e.strerror or e}") from e
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != entry["sha256"]:
-        raise ModelLoadError(
-            f"model file '{path}' does not match its manifest: sha256 {actual} != expected {entry['sha256']}"
-        )
-    return data
-
-
 def choose_provider(requested: str, available: list[str], gpu_visible: bool) -> str:
     """Resolve ``auto|cpu|cuda`` against what onnxruntime offers."""
     if requested == "auto":
@@ -174,9 +137,7 @@ class ModelInfo:
 class Model:
     """An onnxruntime session over one verified artifact. Thread-safe: `run` may be called from any thread."""
 
-    def __init__(
-        self, session: Any, info: ModelInfo, manifest: dict[str, Any], *, one_window_per_call: bool = False
-    ) -> None:
+    def __init__(self, session: Any, info: ModelInfo, manifest: Manifest, *, one_window_per_call: bool = False) -> None:
         self._session = session
         self.info = info
         self.manifest = manifest
@@ -206,7 +167,7 @@ class Model:
         ort = _import_onnxruntime()
         if hasattr(ort, "disable_telemetry_events"):
             ort.disable_telemetry_events()  # an edge service next to an exchange phones nobody
-        manifest = load_manifest(model_dir)
+        manifest = Manifest.load(model_dir)
         chosen = choose_provider(provider, ort.get_available_providers(), gpu_visible())
         resolved: Literal["int8", "fp32"]
         if precision == "auto":
@@ -220,7 +181,7 @@ class Model:
         one_window_per_call = False
         if invariant:
             rowwise = INT8_ROWWISE_FILE if resolved == "int8" else FP32_ROWWISE_FILE
-            if rowwise in manifest["files"]:
+            if rowwise in manifest.files:
                 name = rowwise
             else:
                 one_window_per_call = True
@@ -233,7 +194,7 @@ class Model:
                     name,
                 )
         path = model_dir / name
-        data = verify_file(model_dir, manifest, name)
+        data = manifest.verify(model_dir, name)
 
         options = session_options(intra_op_threads)
         providers = [_PROVIDERS[chosen]] + (["CPUExecutionProvider"] if chosen == "cuda" else [])
@@ -250,8 +211,8 @@ class Model:
                 raise ConfigurationError(f"execution provider 'cuda' failed to initialise; onnxruntime chose {actual}")
             chosen = "cpu"
         info = ModelInfo(
-            name=str(manifest.get("name", MODEL_NAME)),
-            version=str(manifest.get("version", "unknown")),
+            name=manifest.name,
+            version=manifest.version,
             precision=resolved,
             provider=chosen,
             intra_op_threads=intra_op_threads,

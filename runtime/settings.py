@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -67,6 +68,11 @@ class Settings(BaseSettings):
         default=True,
         description="Run a request on the event loop when it is the only one in the server (saves two thread "
         "hand-offs at low load); under concurrency requests always go through the batching thread.",
+    )
+    coalesce_writes: bool = Field(
+        default=True,
+        description="Send each response's status line, headers and body in one write (a transport around "
+        "uvicorn's httptools protocol); false = stock uvicorn httptools.",
     )
     gil_switch_interval_us: int = Field(
         default=250,
@@ -194,6 +200,18 @@ class Settings(BaseSettings):
                 )
             keys += from_file
         return [k.encode() for k in keys]
+
+    def export_to_environ(self) -> None:
+        """Hand the resolved settings to worker processes, which rebuild them from the environment."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            if name == "api_keys":
+                value = ",".join(k.get_secret_value() for k in value)
+            os.environ[f"EDGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
 
     def model_path(self, version: str | None = None) -> Path:
         """Directory of the model to serve: model_dir, or model_dir/<version> when a version is named."""

@@ -48,10 +48,21 @@ def make_bodies(n: int, seed: int = 0) -> list[bytes]:
             open_ = price
             price *= math.exp(rng.gauss(0, 0.01))
             high, low = max(open_, price) * (1 + rng.uniform(0, 0.004)), min(open_, price) * (1 - rng.uniform(0, 0.004))
-            candles.append({"timestamp": (start + timedelta(minutes=i)).isoformat(), "open": open_, "high": high,
-                            "low": low, "close": price, "volume": rng.uniform(0, 1e6)})
-        bodies.append(json.dumps({"symbol": "BTC/USDT", "exchange": "binance", "sequence": candles},
-                                 separators=(",", ":")).encode())
+            candles.append(
+                {
+                    "timestamp": (start + timedelta(minutes=i)).isoformat(),
+                    "open": open_,
+                    "high": high,
+                    "low": low,
+                    "close": price,
+                    "volume": rng.uniform(0, 1e6),
+                }
+            )
+        bodies.append(
+            json.dumps(
+                {"symbol": "BTC/USDT", "exchange": "binance", "sequence": candles}, separators=(",", ":")
+            ).encode()
+        )
     return bodies
 
 
@@ -147,8 +158,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, not close
 
 
-async def connection(host: str, port: int, requests: list[bytes], stop: float, stats: list[Interval],
-                     index: int) -> None:
+async def connection(
+    host: str, port: int, requests: list[bytes], stop: float, stats: list[Interval], index: int
+) -> None:
     """One keep-alive connection sending requests back to back until `stop`; reconnects after a close or error."""
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
@@ -216,8 +228,11 @@ async def run(args: argparse.Namespace, host: str, port: int, pid: int | None) -
             "rss_mib": round(rss / 1024, 1) if rss is not None else None,
         }
         rows.append(row)
-        print(f"{row['t_s']:>6} {row['rps']:>8} {row['p50_ms']:>8} {row['p99_ms']:>8} "
-              f"{sum(row['non_200'].values()):>7} {row['errors']:>6} {row['rss_mib']!s:>8}", flush=True)
+        print(
+            f"{row['t_s']:>6} {row['rps']:>8} {row['p50_ms']:>8} {row['p99_ms']:>8} "
+            f"{sum(row['non_200'].values()):>7} {row['errors']:>6} {row['rss_mib']!s:>8}",
+            flush=True,
+        )
     await asyncio.gather(*tasks)
     return summarise(args, rows, time.perf_counter() - began, started)
 
@@ -266,8 +281,10 @@ def markdown(summary: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in summary["intervals"]:
-        lines.append(f"| {r['t_s']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
-                     f"{r['non_200'] or ''} | {r['errors']} | {r['rss_mib']} |")
+        lines.append(
+            f"| {r['t_s']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
+            f"{r['non_200'] or ''} | {r['errors']} | {r['rss_mib']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -278,8 +295,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=10, help="Seconds per reported interval (10).")
     parser.add_argument("--url", help="A running server (loopback only); default: start one.")
     parser.add_argument("--pid", type=int, help="With --url: the server's PID, for RSS.")
-    parser.add_argument("--api-key", default=os.environ.get("EDGE_SOAK_API_KEY", DEFAULT_KEY),
-                        help="X-API-Key to send (env EDGE_SOAK_API_KEY); a started server is given this key.")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("EDGE_SOAK_API_KEY", DEFAULT_KEY),
+        help="X-API-Key to send (env EDGE_SOAK_API_KEY); a started server is given this key.",
+    )
     parser.add_argument("--out", type=Path, default=Path("soak"), help="Writes OUT.json and OUT.md ('soak').")
     parser.add_argument("server_args", nargs="*", help="After '--': extra flags for the started server.")
     args = parser.parse_args(argv)

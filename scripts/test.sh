@@ -18,4 +18,8 @@ python3 -m venv .venv
 # Held-out market data (EUR/USD hourly, GOOG daily) for the batch-invariance checks: only the package's CSV files are
 # read, so its plotting dependencies (bokeh) are left out.
 .venv/bin/pip install --quiet --no-deps 'backtesting==0.6.6'
+# Static checks first (fast, and a failure names the file): lint, formatting, strict types on both packages.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy --strict runtime training
 .venv/bin/python -m pytest "$@"

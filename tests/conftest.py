@@ -77,8 +77,16 @@ def market_windows(n: int, seed: int = 0) -> np.ndarray:
         rng = np.random.default_rng(seed)
         close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 6000)))
         open_ = np.concatenate([[close[0]], close[:-1]])
-        arr = np.stack([open_, np.maximum(open_, close) * 1.003, np.minimum(open_, close) * 0.997, close,
-                        rng.uniform(1e6, 2e6, 6000)], axis=1)
+        arr = np.stack(
+            [
+                open_,
+                np.maximum(open_, close) * 1.003,
+                np.minimum(open_, close) * 0.997,
+                close,
+                rng.uniform(1e6, 2e6, 6000),
+            ],
+            axis=1,
+        )
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, len(arr) - 60, n)
     return np.stack([arr[s : s + 60] for s in starts]).astype(np.float32)
@@ -121,7 +129,7 @@ def make_client(committed_model_dir: Path) -> Iterator[Callable[..., Any]]:
     """Factory: a TestClient over create_app(Settings(**overrides)) with its lifespan running."""
     from starlette.testclient import TestClient
 
-    from runtime.app import create_app
+    from runtime.http.app import create_app
     from runtime.settings import Settings
 
     clients: list[TestClient] = []

@@ -1,4 +1,4 @@
-"""Load OHLCV candles and check every row with the API's own rules (`runtime.schemas.OHLCVPoint`).
+"""Load OHLCV candles and check every row with the API's own rules (`runtime.schemas.validate_candle`).
 
 Nothing is dropped or repaired: a source with any invalid row raises one `DataValidationError` that lists the
 offending lines and reasons. Sources: the daily S&P 500 and NASDAQ Composite series shipped with the `arch`
@@ -22,7 +22,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from runtime.constants import FEATURES
-from runtime.schemas import OHLCVPoint
+from runtime.schemas import Candle, validate_candle
 from training.errors import DataValidationError
 
 logger = logging.getLogger(__name__)
@@ -46,12 +46,12 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "row"
 
 
-def _validate_rows(source: str, rows: Iterable[tuple[str, dict[str, Any] | str]]) -> list[OHLCVPoint]:
+def _validate_rows(source: str, rows: Iterable[tuple[str, dict[str, Any] | str]]) -> list[Candle]:
     """Validate (location, raw row) pairs; collect every problem, including time order, then raise once.
 
     A row given as a string is a problem the reader already found (e.g. a wrong number of cells).
     """
-    points: list[OHLCVPoint] = []
+    points: list[Candle] = []
     problems: list[tuple[str, str]] = []
     previous: tuple[str, datetime] | None = None
     for where, raw in rows:
@@ -59,28 +59,28 @@ def _validate_rows(source: str, rows: Iterable[tuple[str, dict[str, Any] | str]]
             problems.append((where, raw))
             continue
         try:
-            point = OHLCVPoint.model_validate(raw)
+            point = validate_candle(raw)
         except ValidationError as e:
             problems.extend((where, f"{_format_loc(err['loc'])}: {err['msg']}") for err in e.errors())
             continue
-        if previous is not None and point.timestamp <= previous[1]:
+        if previous is not None and point["timestamp"] <= previous[1]:
             problems.append(
                 (
                     where,
-                    f"timestamp {point.timestamp.isoformat()} is not after {previous[1].isoformat()} "
+                    f"timestamp {point['timestamp'].isoformat()} is not after {previous[1].isoformat()} "
                     f"({previous[0]}); rows must be in strictly increasing time order",
                 )
             )
-        previous = (where, point.timestamp)
+        previous = (where, point["timestamp"])
         points.append(point)
     if problems:
         raise DataValidationError(source, problems)
     return points
 
 
-def _points_to_frame(points: list[OHLCVPoint]) -> pd.DataFrame:
-    index = pd.DatetimeIndex([p.timestamp for p in points]).tz_convert("UTC")
-    values = np.array([[getattr(p, f) for f in FEATURES] for p in points], dtype=np.float64)
+def _points_to_frame(points: list[Candle]) -> pd.DataFrame:
+    index = pd.DatetimeIndex([p["timestamp"] for p in points]).tz_convert("UTC")
+    values = np.array([[p[f] for f in FEATURES] for p in points], dtype=np.float64)
     return pd.DataFrame(values, index=index, columns=list(FEATURES))
 
 
@@ -130,13 +130,13 @@ def load_arch(name: str) -> Series:
 
 
 def _parse_timestamp(text: str, zone: ZoneInfo | None) -> datetime | str:
-    """Attach `zone` to a naive ISO timestamp; anything else is left for OHLCVPoint to judge."""
+    """Attach `zone` to a naive ISO timestamp; anything else is left for validate_candle to judge."""
     if zone is None:
         return text
     try:
         ts = datetime.fromisoformat(text)
     except ValueError:
-        return text  # OHLCVPoint reports the unparseable value with its own message
+        return text  # validate_candle reports the unparseable value with its own message
     return ts.replace(tzinfo=zone) if ts.tzinfo is None else ts
 
 
@@ -213,5 +213,5 @@ def load_source(spec: str, *, csv_timezone: str | None = None) -> list[Series]:
 def _frame_digest(frame: pd.DataFrame) -> str:
     """Fingerprint of the validated values, so a manifest records exactly which data trained the model."""
     digest = hashlib.sha256(np.ascontiguousarray(frame.to_numpy(np.float64)).tobytes())
-    digest.update(np.asarray(frame.index.asi8).tobytes())
+    digest.update(np.asarray(pd.DatetimeIndex(frame.index).asi8).tobytes())
     return digest.hexdigest()

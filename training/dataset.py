@@ -113,7 +113,7 @@ def make_samples(series: Series, spec: LabelSpec) -> Samples:
     daily = np.diff(log_close[idx], axis=1)  # (n, 59) returns inside each window
     sigma = daily.std(axis=1)
     forward = log_close[ends + spec.horizon] - log_close[ends]
-    dates = frame.index.tz_convert("UTC").tz_localize(None).to_numpy()
+    dates = pd.DatetimeIndex(frame.index).tz_convert("UTC").tz_localize(None).to_numpy()
     return Samples(
         windows=windows,
         labels=label_returns(forward, sigma, spec),
@@ -188,7 +188,9 @@ def _day(value: np.datetime64) -> str:
 def make_splits(series: Sequence[Series], spec: LabelSpec, train_fraction: float, val_fraction: float) -> Splits:
     """Samples from every series, assigned to train/val/test by date; boundary-straddling windows dropped."""
     samples = Samples.concat([make_samples(s, spec) for s in series])
-    all_dates = np.concatenate([s.frame.index.tz_convert("UTC").tz_localize(None).to_numpy() for s in series])
+    all_dates = np.concatenate(
+        [pd.DatetimeIndex(s.frame.index).tz_convert("UTC").tz_localize(None).to_numpy() for s in series]
+    )
     bounds = split_boundaries(all_dates, train_fraction, val_fraction)
     parts: list[Samples] = []
     assigned = np.zeros(len(samples), dtype=bool)

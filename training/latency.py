@@ -11,6 +11,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from runtime.constants import INPUT_NAME
+from runtime.session import session_options
 
 #: Product target: INT8 at batch 1 at least this many times faster than FP32.
 TARGET_INT8_SPEEDUP: Final = 1.8
@@ -18,11 +19,8 @@ THREAD_COUNTS: Final = (1, 2)
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # The service's own session options: latency is measured as serving runs the model.
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def _stats(seconds: npt.NDArray[np.float64]) -> dict[str, float]:

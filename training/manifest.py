@@ -1,67 +1,39 @@
-"""manifest.json: what the runtime reads (version, files → sha256) plus the full record of how the model was made.
+"""manifest.json for training: `runtime.manifest` is the one definition; this adds training's errors.
 
-Runtime contract (keep exactly): ``manifest["version"]`` is a string, ``manifest["files"]`` is a dict keyed by file
-name (`runtime.constants` names) whose values hold a ``sha256`` hex string (and ``bytes``). The manifest cannot
-hash itself, so it is the one file in the directory without an entry.
+Training writes the record (`write_manifest`, `file_entries`) and re-checks directories (`verify_files`) with the
+runtime's own functions, so a directory the pipeline accepts is one the service loads.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from runtime.constants import MANIFEST_FILE
+from runtime.errors import ModelLoadError
+from runtime.manifest import Manifest, file_entries, sha256_file, write_manifest
 from training.errors import ArtifactError
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_entries(model_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    return {
-        name: {"sha256": sha256_file(model_dir / name), "bytes": (model_dir / name).stat().st_size}
-        for name in sorted(names)
-    }
-
-
-def write_manifest(model_dir: Path, manifest: dict[str, Any]) -> Path:
-    path = model_dir / MANIFEST_FILE
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return path
+__all__ = ["file_entries", "load_manifest", "sha256_file", "verify_files", "write_manifest"]
 
 
 def load_manifest(model_dir: Path) -> dict[str, Any]:
+    """The whole record (a dict the pipeline may extend), or `ArtifactError` saying what to do."""
     path = model_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found; train a model with `python -m training train --out {model_dir}`")
     try:
-        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ArtifactError(f"{path} not found; train a model with `python -m training train --out {model_dir}`") from e
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path} is not valid JSON: {e}") from e
-    return manifest
+        return dict(Manifest.load(model_dir).raw)
+    except ModelLoadError as e:
+        raise ArtifactError(f"{e}; train a model with `python -m training train --out {model_dir}`") from e
 
 
 def verify_files(model_dir: Path, manifest: dict[str, Any]) -> dict[str, str]:
-    """Every file in the manifest → "ok" or why not; never raises, so callers can report all at once."""
-    results: dict[str, str] = {}
+    """Every file in the manifest -> "ok" or why not; never raises, so callers can report all at once."""
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
-        return {MANIFEST_FILE: "has no 'files' dict"}
-    for name, entry in files.items():
-        path = model_dir / name
-        expected = entry.get("sha256") if isinstance(entry, dict) else None
-        if not path.is_file():
-            results[name] = "missing"
-        elif not isinstance(expected, str):
-            results[name] = "no sha256 in manifest"
-        else:
-            actual = sha256_file(path)
-            results[name] = "ok" if actual == expected else f"sha256 {actual} != manifest {expected}"
-    return results
+        return {"manifest.json": "has no 'files' dict"}
+    hashes = {n: e["sha256"] for n, e in files.items() if isinstance(e, dict) and isinstance(e.get("sha256"), str)}
+    return Manifest(str(manifest.get("name", "")), str(manifest.get("version", "")), hashes, manifest).check_all(
+        model_dir
+    )

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from runtime.constants import INPUT_NAME
+from runtime.session import session_options
 from training.errors import ParityError
 
 logger = logging.getLogger(__name__)
@@ -86,10 +87,8 @@ class ParityReport:
 
 
 def make_session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # The service's own session options, so parity checks what serving runs.
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def run_onnx(session: ort.InferenceSession, windows: npt.NDArray[np.float32], batch_size: int) -> npt.NDArray[Any]:

@@ -304,14 +304,15 @@ def add_rowwise(model_dir: Path, data: str | None = None) -> dict[str, Any]:
         raise ArtifactError(f"{model_dir} does not match its manifest: {problems}")
     config = TrainingConfig.model_validate({**manifest["training"]["config"], "progress": False})
     splits, _ = load_splits(config, data)
-    manifest["batch_invariance"] = write_rowwise_files(model_dir, splits.test.windows)
+    record = write_rowwise_files(model_dir, splits.test.windows)
+    manifest["batch_invariance"] = record
     manifest["files"] = {
         **manifest["files"],
         **file_entries(model_dir, [FP32_ROWWISE_FILE, INT8_ROWWISE_FILE]),
     }
     manifest["files"] = dict(sorted(manifest["files"].items()))
     write_manifest(model_dir, manifest)
-    return manifest["batch_invariance"]
+    return record
 
 
 def recheck(model_dir: Path, data: str | None = None) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def test_kserve_readiness_uses_the_v2_protocol(isvc: dict[str, Any]) -> None:
 
 
 def runtime_routes() -> set[str]:
-    from runtime.app import create_app
+    from runtime.http.app import create_app
 
     return {str(getattr(r, "path", "")) for r in create_app(Settings()).routes}
 
@@ -131,12 +131,12 @@ def test_probe_paths_are_routes_of_the_runtime(spec: dict[str, Any]) -> None:
     routes = runtime_routes()
     paths = {p["httpGet"]["path"] for c in spec["containers"] for p in probes(c).values()}
     v2 = {p for p in paths if p.startswith("/v2/")}
-    assert paths - v2 <= routes, f"probe paths {sorted(paths - v2 - routes)} are not routes of runtime.app"
+    assert paths - v2 <= routes, f"probe paths {sorted(paths - v2 - routes)} are not routes of runtime.http.app"
     # Open Inference Protocol health endpoints (served by the runtime once issue 5 lands).
     oip = {"/v2/health/live", "/v2/health/ready", f"/v2/models/{MODEL_NAME}/ready"}
     assert v2 <= oip
     if any(r.startswith("/v2/") for r in routes):
-        assert v2 <= routes, f"v2 probe paths {sorted(v2 - routes)} are not routes of runtime.app"
+        assert v2 <= routes, f"v2 probe paths {sorted(v2 - routes)} are not routes of runtime.http.app"
 
 
 @pytest.mark.parametrize("spec", POD_SPECS)

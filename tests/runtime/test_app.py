@@ -56,11 +56,19 @@ SEED_CANDLE = {"open": 42150.50, "high": 42300.00, "low": 42100.00, "close": 422
 SEED_BODY = {
     "symbol": "BTC/USDT",
     "exchange": "binance",
-    "sequence": [{"timestamp": f"2024-01-15T{10 + (30 + i) // 60:02d}:{(30 + i) % 60:02d}:00Z", **SEED_CANDLE}
-                 for i in range(60)],
+    "sequence": [
+        {"timestamp": f"2024-01-15T{10 + (30 + i) // 60:02d}:{(30 + i) % 60:02d}:00Z", **SEED_CANDLE} for i in range(60)
+    ],
 }
 SEED_PREDICTION_KEYS = {
-    "signal", "confidence", "probabilities", "symbol", "exchange", "model_version", "inference_time_ms", "timestamp"
+    "signal",
+    "confidence",
+    "probabilities",
+    "symbol",
+    "exchange",
+    "model_version",
+    "inference_time_ms",
+    "timestamp",
 }
 SEED_RISK_KEYS = {"risk_score", "risk_level", "factors", "recommendation"}
 
@@ -88,8 +96,9 @@ def test_a_body_from_the_seeds_examples_gets_the_seeds_response(make_client: Any
     _assert_seed_shape(answer, "BTC/USDT", "binance")
     # A flat window: no volatility, no trend -> the seed scores "Weak trend signal" (+1.5) at least.
     assert answer["risk"]["trend_strength"] == 0.0 and "Weak trend signal" in answer["risk"]["factors"]
-    batch = _post(client, {"requests": [SEED_BODY, {**SEED_BODY, "symbol": "ETH/USDT", "exchange": "kraken"}]},
-                  "/predict/batch")
+    batch = _post(
+        client, {"requests": [SEED_BODY, {**SEED_BODY, "symbol": "ETH/USDT", "exchange": "kraken"}]}, "/predict/batch"
+    )
     assert batch.status_code == 200, batch.text
     answers = batch.json()
     assert isinstance(answers, list) and len(answers) == 2  # the seed's list[PredictionResponse]
@@ -205,8 +214,11 @@ MALFORMED = [
     pytest.param(_mutate("sequence.3.open", -1.0), ["sequence", 3, "open"], id="negative-price"),
     pytest.param(_mutate("sequence.3.volume", -5), ["sequence", 3, "volume"], id="negative-volume"),
     pytest.param(_mutate("sequence.3.close", "abc"), ["sequence", 3, "close"], id="price-not-number"),
-    pytest.param(_mutate("sequence.5.timestamp", "2024-01-06T00:00:00"), ["sequence", 5, "timestamp"],
-                 id="naive-timestamp-mixed-with-aware"),
+    pytest.param(
+        _mutate("sequence.5.timestamp", "2024-01-06T00:00:00"),
+        ["sequence", 5, "timestamp"],
+        id="naive-timestamp-mixed-with-aware",
+    ),
     pytest.param(_mutate("sequence.5.timestamp", "not a date"), ["sequence", 5, "timestamp"], id="bad-date"),
     pytest.param(_mutate("sequence.5.timestamp", "2024-01-01T00:00:00+00:00"), ["sequence"], id="out-of-order"),
     pytest.param(_mutate("sequence.59", _DELETE), ["sequence"], id="59-candles"),
@@ -222,8 +234,11 @@ MALFORMED = [
     pytest.param(_mutate("exchange", "Binance"), ["exchange"], id="exchange-wrong-case"),
     pytest.param(_mutate("exchange", _DELETE), ["exchange"], id="no-exchange"),
     pytest.param(_mutate("exchange", None), ["exchange"], id="null-exchange"),
-    pytest.param(lambda b: {"symbol": b["symbol"], "exchange": "binance", "ohlcv_data": b["sequence"]}, ["sequence"],
-                 id="old-ohlcv-data-spelling"),
+    pytest.param(
+        lambda b: {"symbol": b["symbol"], "exchange": "binance", "ohlcv_data": b["sequence"]},
+        ["sequence"],
+        id="old-ohlcv-data-spelling",
+    ),
     pytest.param(lambda b: [b], [], id="array-body"),
     pytest.param(lambda b: "text", [], id="string-body"),
 ]
@@ -349,7 +364,7 @@ def test_bad_deadline_header_is_400(make_client: Any, payload: Any, value: str) 
 def test_500_does_not_leak_exception_text(committed_model_dir: Path, payload: Any) -> None:
     from starlette.testclient import TestClient
 
-    from runtime.app import create_app
+    from runtime.http.app import create_app
     from runtime.session import Model
     from runtime.settings import Settings
 

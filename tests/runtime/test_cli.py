@@ -38,7 +38,11 @@ def test_batch_size_defaults_by_provider(args: list[str], provider: str, expecte
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "runtime", *args], capture_output=True, text=True, timeout=60, cwd=REPO,
+        [sys.executable, "-m", "runtime", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
         env={"PATH": "/usr/bin:/bin", **(env or {})},
     )
 

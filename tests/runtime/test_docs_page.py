@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 from starlette.testclient import TestClient
 
-from runtime.app import create_app
+from runtime.http.app import create_app
 from runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,7 +171,7 @@ def test_the_page_needs_no_key_loads_only_its_own_assets_and_is_not_cached(clien
 def test_assets_are_revalidated_by_etag_and_nothing_else_is_served(client: TestClient) -> None:
     bundle = client.get("/docs/static/swagger-ui-bundle.js")
     assert bundle.headers["content-type"] == "text/javascript; charset=utf-8"
-    assert bundle.content == (REPO / "runtime" / "swagger_ui" / "swagger-ui-bundle.js").read_bytes()
+    assert bundle.content == (REPO / "runtime" / "http" / "swagger_ui" / "swagger-ui-bundle.js").read_bytes()
     again = client.get("/docs/static/swagger-ui-bundle.js", headers={"If-None-Match": bundle.headers["etag"]})
     assert again.status_code == 304 and not again.content
     for name in ("README.md", "LICENSE", "..%2Fdocs.py", "swagger-ui.css.map"):

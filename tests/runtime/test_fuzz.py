@@ -612,7 +612,7 @@ class _FailingSession:
 def test_onnxruntime_failure_text_is_not_in_the_500(committed_model_dir: Path) -> None:
     from starlette.testclient import TestClient
 
-    from runtime.app import create_app
+    from runtime.http.app import create_app
     from runtime.settings import Settings
 
     def loader(settings: Settings, version: str | None = None) -> Model:

@@ -74,8 +74,9 @@ def test_mixed_traffic_at_64_connections_gets_each_windows_lone_answer(tmp_path:
                         idx = rng.sample(range(len(windows)), rng.randint(1, len(windows)))
                         if kind == "batch":
                             answers = _post(conn, "/predict/batch", {"requests": [payloads[i] for i in idx]})
-                            rows = [[a["prediction"]["probabilities"][c] for c in ("sell", "hold", "buy")]
-                                    for a in answers]
+                            rows = [
+                                [a["prediction"]["probabilities"][c] for c in ("sell", "hold", "buy")] for a in answers
+                            ]
                         else:
                             out = _post(conn, "/v2/models/signal_predictor/infer", _v2_body(windows[idx]))
                             rows = np.asarray(out["outputs"][0]["data"]).reshape(-1, 3).tolist()
@@ -110,7 +111,10 @@ def _replay(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)  # replay needs no torch, onnx or training
     return subprocess.run(
         [sys.executable, "-m", "runtime", "replay", "--model-dir", str(REPO / "models"), *args],
-        cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
         timeout=120,
     )
 

@@ -29,8 +29,12 @@ def _post(port: int, path: str, body: bytes) -> tuple[int | str, dict[str, str],
     try:
         conn.request("POST", path, body=body, headers=AUTH)
         response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read(), \
-            time.perf_counter() - start
+        return (
+            response.status,
+            {k.lower(): v for k, v in response.getheaders()},
+            response.read(),
+            time.perf_counter() - start,
+        )
     except OSError as e:  # a reset or refused connection is counted, not raised
         return type(e).__name__, {}, b"", time.perf_counter() - start
     finally:
@@ -87,8 +91,7 @@ def test_burst_far_past_capacity_is_answered_with_200_or_503(tmp_path: Path) -> 
     counts = Counter(status for status, *_ in results)
     accepted = sorted(seconds for status, _, _, seconds in results if status == 200)
     p99 = accepted[int(0.99 * (len(accepted) - 1))] * 1000 if accepted else float("nan")
-    print(f"\nburst: {total} requests, {threads} threads, {elapsed:.2f} s: {dict(counts)}; "
-          f"accepted p99 {p99:.1f} ms")
+    print(f"\nburst: {total} requests, {threads} threads, {elapsed:.2f} s: {dict(counts)}; accepted p99 {p99:.1f} ms")
     assert len(results) == total
     assert set(counts) <= {200, 503}, counts  # no other 5xx, no reset or refused connection
     assert counts[200] > 0

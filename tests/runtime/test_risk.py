@@ -31,8 +31,9 @@ def test_single_window_path_equals_the_batch_path() -> None:
     [
         pytest.param(lambda w: w.__setitem__((slice(None), 4), 0.0), "zero volume", 4, id="zero-volume"),
         pytest.param(lambda w: w.__setitem__((-1, 4), w[-2, 4] * 50), "x the window's average", 4, id="spike"),
-        pytest.param(lambda w: w.__setitem__((slice(30, None), slice(0, 4)), w[30:, :4] * 1.5), "price gap", 4,
-                     id="gap"),
+        pytest.param(
+            lambda w: w.__setitem__((slice(30, None), slice(0, 4)), w[30:, :4] * 1.5), "price gap", 4, id="gap"
+        ),
     ],
 )
 def test_detection_flags(mutate: object, factor: str, detection: int) -> None:
@@ -73,12 +74,12 @@ class _Point:
 
 def _seed_calculate_volatility(sequence: list) -> float:  # type: ignore[type-arg]
     closes = [p.close for p in sequence]
-    returns = [(closes[i] - closes[i-1]) / closes[i-1] for i in range(1, len(closes))]
+    returns = [(closes[i] - closes[i - 1]) / closes[i - 1] for i in range(1, len(closes))]
     if not returns:
         return 0.0
     mean = sum(returns) / len(returns)
     variance = sum((r - mean) ** 2 for r in returns) / len(returns)
-    return variance ** 0.5
+    return variance**0.5
 
 
 def _seed_calculate_trend_strength(sequence: list) -> float:  # type: ignore[type-arg]
@@ -86,7 +87,7 @@ def _seed_calculate_trend_strength(sequence: list) -> float:  # type: ignore[typ
     if len(closes) < 2:
         return 0.0
     total_move = abs(closes[-1] - closes[0])
-    total_path = sum(abs(closes[i] - closes[i-1]) for i in range(1, len(closes)))
+    total_path = sum(abs(closes[i] - closes[i - 1]) for i in range(1, len(closes)))
     return total_move / total_path if total_path > 0 else 0.0
 
 
@@ -114,8 +115,12 @@ def _seed_from_signal(confidence: float, volatility: float, trend_strength: floa
     else:
         level = "critical"
         recommendation = "Do not trade - conditions unfavorable"
-    return {"risk_score": min(risk_score, 10.0), "risk_level": level, "factors": factors,
-            "recommendation": recommendation}
+    return {
+        "risk_score": min(risk_score, 10.0),
+        "risk_level": level,
+        "factors": factors,
+        "recommendation": recommendation,
+    }
 
 
 def _market_closes() -> list[list[float]]:

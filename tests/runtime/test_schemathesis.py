@@ -21,8 +21,9 @@ from conftest import market_windows, window_to_payload
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from runtime.app import create_app
-from runtime.openapi import EXAMPLE_RESPONSE, example_request, openapi_schema
+from runtime.http.app import create_app
+from runtime.http.examples import EXAMPLE_RESPONSE, example_request
+from runtime.http.openapi import openapi_schema
 from runtime.schemas import PredictionRequest, PredictionResponse
 from runtime.settings import Settings
 

@@ -21,14 +21,14 @@ from conftest import market_windows, versioned_model_dir, window_to_payload
 REPO = Path(__file__).resolve().parents[2]
 KEY = "test-key-0123456789"
 
-BLOCK_TORCH = '''
+BLOCK_TORCH = """
 import importlib.abc, sys
 class _Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("torch", "onnx", "training"):
             raise ImportError(f"{name} is blocked: the runtime must not import it")
 sys.meta_path.insert(0, _Block())
-'''
+"""
 
 
 def _free_port() -> int:
@@ -37,8 +37,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _request(port: int, method: str, path: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, dict[str, Any]]:
+def _request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, dict[str, Any]]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -57,7 +63,11 @@ def server(tmp_path: Path, *args: str, block_torch: bool = False) -> Iterator[tu
         env["PYTHONPATH"] = str(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "runtime", "--port", str(port), *args],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -155,8 +165,9 @@ def _in_flight(port: int) -> float:
 
 
 def test_sigterm_drains_accepted_requests_and_exits_cleanly(tmp_path: Path) -> None:
-    batch = json.dumps({"requests": [window_to_payload(w) for w in market_windows(100, seed=4)]},
-                       separators=(",", ":")).encode()
+    batch = json.dumps(
+        {"requests": [window_to_payload(w) for w in market_windows(100, seed=4)]}, separators=(",", ":")
+    ).encode()
     clients = 6
     results: list[Any] = []
     ready_during_drain: list[int] = []
@@ -234,3 +245,20 @@ def test_reload_under_load_drops_no_request(tmp_path: Path, committed_model_dir:
     assert [body["model_version"] for _, body in reloads] == ["v2", "v1", "v2"]
     assert len(statuses) > 50 and set(statuses) == {200}, sorted(set(statuses))
     assert versions == {"v1", "v2"}
+
+
+def test_stock_uvicorn_paths_serve_the_same_answers(tmp_path: Path) -> None:
+    """Every uvicorn-internal tweak off (runtime/server/): stock httptools writes, no backlog reading, no signal
+    chaining. The answers are the same and a SIGTERM still stops the server cleanly."""
+    body = _predict_body(seed=5)
+    with server(tmp_path) as (_, port):
+        tuned = _request(port, "POST", "/predict", body, AUTH)
+    stock_flags = ("--no-coalesce-writes", "--no-inline-when-idle", "--drain-delay-s", "0")
+    with server(tmp_path, *stock_flags) as (proc, port):
+        stock = _request(port, "POST", "/predict", body, AUTH)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert tuned[0] == stock[0] == 200
+    assert stock[1]["prediction"]["probabilities"] == tuned[1]["prediction"]["probabilities"]
+    assert stock[1]["audit"] == tuned[1]["audit"]
+    assert code in (0, -signal.SIGTERM, 128 + signal.SIGTERM)

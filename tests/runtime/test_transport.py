@@ -1,4 +1,4 @@
-"""`runtime.transport`: a response's header block and body leave in one write; nothing waits past a loop step."""
+"""`runtime.server.transport`: a response's header block and body leave in one write; nothing waits past a loop step."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runtime.transport import CoalescingTransport
+from runtime.server.transport import CoalescingTransport
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
 

@@ -22,8 +22,8 @@ from conftest import market_windows
 from starlette.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
-from runtime.app import create_app
 from runtime.constants import INPUT_NAME, INT8_FILE, MANIFEST_FILE, MODEL_NAME, OUTPUT_NAME
+from runtime.http.app import create_app
 from runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +79,10 @@ def server_port(committed_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "runtime", "--port", str(port), "--model-dir", str(committed_model_dir)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -171,7 +174,11 @@ def test_tritonclient_infer_matches_onnxruntime(
     outputs = None if binary_output is None else [triton.InferRequestedOutput(OUTPUT_NAME, binary_data=binary_output)]
 
     result = client.infer(
-        MODEL_NAME, [tensor], outputs=outputs, request_id="req-7", headers={**AUTH},
+        MODEL_NAME,
+        [tensor],
+        outputs=outputs,
+        request_id="req-7",
+        headers={**AUTH},
         request_compression_algorithm=compression,
     )
 
@@ -207,20 +214,24 @@ def test_tritonclient_batched_infer_on_a_named_version(
     ("model", "version", "shape", "headers", "status", "match"),
     [
         pytest.param(MODEL_NAME, "", [1, 60, 5], {}, "401", "X-API-Key", id="no-api-key"),
-        pytest.param(MODEL_NAME, "", [1, 60, 5], {"X-API-Key": "wrong-key-123"}, "401", "invalid API key",
-                     id="wrong-api-key"),
+        pytest.param(
+            MODEL_NAME, "", [1, 60, 5], {"X-API-Key": "wrong-key-123"}, "401", "invalid API key", id="wrong-api-key"
+        ),
         pytest.param("resnet50", "", [1, 60, 5], AUTH, "404", "unknown model 'resnet50'", id="unknown-model"),
         pytest.param(MODEL_NAME, "0", [1, 60, 5], AUTH, "404", "no version '0'", id="unknown-version"),
         pytest.param(MODEL_NAME, "", [1, 59, 5], AUTH, "400", r"shape \[1, 59, 5\]", id="wrong-shape"),
     ],
 )
 def test_tritonclient_raises_the_servers_errors(
-    client: triton.InferenceServerClient, model: str, version: str, shape: list[int],
-    headers: dict[str, str], status: str, match: str,
+    client: triton.InferenceServerClient,
+    model: str,
+    version: str,
+    shape: list[int],
+    headers: dict[str, str],
+    status: str,
+    match: str,
 ) -> None:
-    tensor = triton.InferInput(INPUT_NAME, shape, "FP32").set_data_from_numpy(
-        np.full(shape, 100.0, dtype=np.float32)
-    )
+    tensor = triton.InferInput(INPUT_NAME, shape, "FP32").set_data_from_numpy(np.full(shape, 100.0, dtype=np.float32))
     with pytest.raises(InferenceServerException, match=match) as e:
         client.infer(model, [tensor], model_version=version, headers={**headers})
     assert e.value.status() == status
@@ -277,14 +288,19 @@ _GZIP_BOMB = gzip.compress(b"0" * (1 << 20))
     [
         pytest.param(INFER, _body(datatype="FP64"), {}, 400, "datatype 'FP64'", id="wrong-dtype"),
         pytest.param(INFER, _body(datatype="INT32"), {}, 400, "datatype 'INT32'", id="int-dtype"),
-        pytest.param(INFER, _body(shape=[1, 59, 5], data=[1.0] * 295), {}, 400, "shape [1, 59, 5]",
-                     id="short-window"),
+        pytest.param(INFER, _body(shape=[1, 59, 5], data=[1.0] * 295), {}, 400, "shape [1, 59, 5]", id="short-window"),
         pytest.param(INFER, _body(shape=[0, 60, 5], data=[]), {}, 400, "1 <= n <=", id="empty-batch"),
         pytest.param(INFER, _body(shape=[60, 5]), {}, 400, "shape [60, 5]", id="rank-2"),
         pytest.param(INFER, _body(shape=[1025, 60, 5]), {}, 400, "n <= ", id="too-many-windows"),
         pytest.param(INFER, _body(shape=[1, 60, "5"]), {}, 400, "inputs.0.shape.2", id="shape-not-int"),
-        pytest.param(INFER, _body(data=[100.0] * 299), {}, 400, "299 values; shape [1, 60, 5] needs 300",
-                     id="data-length-mismatch"),
+        pytest.param(
+            INFER,
+            _body(data=[100.0] * 299),
+            {},
+            400,
+            "299 values; shape [1, 60, 5] needs 300",
+            id="data-length-mismatch",
+        ),
         pytest.param(INFER, _with_value((0, 2, 2), float("nan")), {}, 400, "[0, 2, 2] is nan", id="nan-token"),
         pytest.param(INFER, _with_value((0, 2, 4), float("inf")), {}, 400, "[0, 2, 4] is inf", id="infinity-token"),
         pytest.param(INFER, _with_value((0, 3, 1), 1e39), {}, 400, "[0, 3, 1] is inf", id="overflows-float32"),
@@ -292,57 +308,124 @@ _GZIP_BOMB = gzip.compress(b"0" * (1 << 20))
         pytest.param(INFER, _with_value((0, 59, 4), -1.0), {}, 400, "[0, 59, 4] is -1.0", id="negative-volume"),
         pytest.param(INFER, _with_value((0, 0, 0), "101.5"), {}, 400, "only numbers", id="string-value"),
         pytest.param(INFER, _with_value((0, 0, 0), None), {}, 400, "only numbers", id="null-value"),
-        pytest.param(INFER, _body(data=[[100.0] * 5] * 59 + [[100.0] * 4]), {}, 400, "not a regular array",
-                     id="ragged-nesting"),
+        pytest.param(
+            INFER, _body(data=[[100.0] * 5] * 59 + [[100.0] * 4]), {}, 400, "not a regular array", id="ragged-nesting"
+        ),
         pytest.param(INFER, _body(data=None), {}, 400, "neither 'data' nor", id="no-data"),
         pytest.param(INFER, _body(name="ohlcv"), {}, 400, "inputs ['ohlcv']", id="wrong-input-name"),
         pytest.param(INFER, _body(name="x" * 10_000), {}, 400, "inputs ['" + "x" * 64 + "']", id="long-name-truncated"),
-        pytest.param(INFER, {"inputs": _body()["inputs"] * 2}, {}, 400, "do not match the model's inputs",
-                     id="two-inputs"),
-        pytest.param(INFER, {**_body(), "outputs": [{"name": "logits"}]}, {}, 400, "requested outputs ['logits']",
-                     id="unknown-output"),
-        pytest.param(INFER, {**_body(), "outputs": [{"name": OUTPUT_NAME, "parameters": {"classification": 2}}]},
-                     {}, 400, "classification", id="classification-output"),
+        pytest.param(
+            INFER, {"inputs": _body()["inputs"] * 2}, {}, 400, "do not match the model's inputs", id="two-inputs"
+        ),
+        pytest.param(
+            INFER,
+            {**_body(), "outputs": [{"name": "logits"}]},
+            {},
+            400,
+            "requested outputs ['logits']",
+            id="unknown-output",
+        ),
+        pytest.param(
+            INFER,
+            {**_body(), "outputs": [{"name": OUTPUT_NAME, "parameters": {"classification": 2}}]},
+            {},
+            400,
+            "classification",
+            id="classification-output",
+        ),
         pytest.param(INFER, {**_body(), "id": 7}, {}, 400, "id: Input should be a valid string", id="id-not-string"),
         pytest.param(INFER, b"", {}, 400, "empty", id="empty-body"),
         pytest.param(INFER, b"{", {}, 400, "not valid JSON", id="not-json"),
         pytest.param(INFER, b"[]", {}, 400, "invalid inference request", id="json-array"),
         pytest.param("/v2/models/resnet50/infer", _body(), {}, 404, "unknown model 'resnet50'", id="unknown-model"),
-        pytest.param(f"/v2/models/{MODEL_NAME}/versions/9/infer", _body(), {}, 404, "no version '9'",
-                     id="unknown-version"),
-        pytest.param(INFER, *_binary(_binary_header(size=1199), WINDOW.tobytes()[:1199]), 400,
-                     "binary_data_size is 1199 bytes", id="binary-size-not-4n"),
-        pytest.param(INFER, *_binary(_binary_header(size=1204), WINDOW.tobytes() + b"\0" * 4), 400,
-                     "needs 1200", id="binary-size-too-big"),
-        pytest.param(INFER, *_binary(_binary_header(), WINDOW.tobytes()[:-4]), 400, "holds 1196 bytes",
-                     id="binary-truncated"),
-        pytest.param(INFER, *_binary(_binary_header(), WINDOW.tobytes(), length_delta=10_000), 400,
-                     "outside the body", id="header-length-past-body"),
-        pytest.param(INFER, *_binary(_binary_header(), WINDOW.tobytes(), length_delta=-3), 400, "not valid JSON",
-                     id="header-length-short"),
-        pytest.param(INFER, _raw(_binary_header()) + WINDOW.tobytes(), {}, 400, "not valid JSON",
-                     id="binary-without-header-length"),
-        pytest.param(INFER, _binary_header(), {}, 400, "holds 0 bytes after the JSON header",
-                     id="binary-size-without-tail"),
-        pytest.param(INFER, *_binary(_body(), b"\0" * 8), 400, "8 bytes follow the JSON header",
-                     id="unreferenced-tail"),
-        pytest.param(INFER, _raw(_binary_header()) + WINDOW.tobytes(), {"Inference-Header-Content-Length": "x"},
-                     400, "is not a number", id="header-length-not-a-number"),
-        pytest.param(INFER, *_binary(_binary_header(data=[1.0] * 300), WINDOW.tobytes()), 400,
-                     "both JSON 'data' and 'binary_data_size'", id="data-and-binary"),
-        pytest.param(INFER, *_binary(_binary_header(), _NAN_WINDOW.tobytes()), 400, "[0, 7, 3] is nan",
-                     id="binary-nan"),
-        pytest.param(INFER, *_binary(_binary_header(size=600, datatype="FP16"), _FP16_WINDOW), 400, "datatype 'FP16'",
-                     id="binary-fp16"),
+        pytest.param(
+            f"/v2/models/{MODEL_NAME}/versions/9/infer", _body(), {}, 404, "no version '9'", id="unknown-version"
+        ),
+        pytest.param(
+            INFER,
+            *_binary(_binary_header(size=1199), WINDOW.tobytes()[:1199]),
+            400,
+            "binary_data_size is 1199 bytes",
+            id="binary-size-not-4n",
+        ),
+        pytest.param(
+            INFER,
+            *_binary(_binary_header(size=1204), WINDOW.tobytes() + b"\0" * 4),
+            400,
+            "needs 1200",
+            id="binary-size-too-big",
+        ),
+        pytest.param(
+            INFER, *_binary(_binary_header(), WINDOW.tobytes()[:-4]), 400, "holds 1196 bytes", id="binary-truncated"
+        ),
+        pytest.param(
+            INFER,
+            *_binary(_binary_header(), WINDOW.tobytes(), length_delta=10_000),
+            400,
+            "outside the body",
+            id="header-length-past-body",
+        ),
+        pytest.param(
+            INFER,
+            *_binary(_binary_header(), WINDOW.tobytes(), length_delta=-3),
+            400,
+            "not valid JSON",
+            id="header-length-short",
+        ),
+        pytest.param(
+            INFER,
+            _raw(_binary_header()) + WINDOW.tobytes(),
+            {},
+            400,
+            "not valid JSON",
+            id="binary-without-header-length",
+        ),
+        pytest.param(
+            INFER, _binary_header(), {}, 400, "holds 0 bytes after the JSON header", id="binary-size-without-tail"
+        ),
+        pytest.param(
+            INFER, *_binary(_body(), b"\0" * 8), 400, "8 bytes follow the JSON header", id="unreferenced-tail"
+        ),
+        pytest.param(
+            INFER,
+            _raw(_binary_header()) + WINDOW.tobytes(),
+            {"Inference-Header-Content-Length": "x"},
+            400,
+            "is not a number",
+            id="header-length-not-a-number",
+        ),
+        pytest.param(
+            INFER,
+            *_binary(_binary_header(data=[1.0] * 300), WINDOW.tobytes()),
+            400,
+            "both JSON 'data' and 'binary_data_size'",
+            id="data-and-binary",
+        ),
+        pytest.param(
+            INFER, *_binary(_binary_header(), _NAN_WINDOW.tobytes()), 400, "[0, 7, 3] is nan", id="binary-nan"
+        ),
+        pytest.param(
+            INFER,
+            *_binary(_binary_header(size=600, datatype="FP16"), _FP16_WINDOW),
+            400,
+            "datatype 'FP16'",
+            id="binary-fp16",
+        ),
         pytest.param(INFER, _body(), {"Content-Encoding": "br"}, 415, "Content-Encoding 'br'", id="brotli"),
-        pytest.param(INFER, b"\x1f\x8b not gzip", {"Content-Encoding": "gzip"}, 400, "not valid gzip",
-                     id="corrupt-gzip"),
+        pytest.param(
+            INFER, b"\x1f\x8b not gzip", {"Content-Encoding": "gzip"}, 400, "not valid gzip", id="corrupt-gzip"
+        ),
         pytest.param(INFER, _GZIP_BOMB, {"Content-Encoding": "gzip"}, 413, "decompressed", id="gzip-bomb"),
-        pytest.param(INFER, {**_body(), "parameters": {"binary_data_output": "yes"}}, {}, 400,
-                     "binary_data_output", id="binary-output-not-bool"),
+        pytest.param(
+            INFER,
+            {**_body(), "parameters": {"binary_data_output": "yes"}},
+            {},
+            400,
+            "binary_data_output",
+            id="binary-output-not-bool",
+        ),
         pytest.param(INFER, _body(), {"X-Deadline-Ms": "soon"}, 400, "X-Deadline-Ms", id="bad-deadline"),
-        pytest.param(INFER, {**_body(), "parameters": {"timeout": 1}}, {}, 504, "deadline passed",
-                     id="timeout-1us"),
+        pytest.param(INFER, {**_body(), "parameters": {"timeout": 1}}, {}, 504, "deadline passed", id="timeout-1us"),
     ],
 )
 def test_v2_refuses_bad_requests_before_running_them(
@@ -372,8 +455,13 @@ def test_v2_needs_the_api_key_for_inference_only(make_client: Callable[..., Test
     assert response.headers["www-authenticate"] == "ApiKey"
     _assert_v2_error(client.post(INFER, json=_body(), headers={"X-API-Key": "not-the-key"}), 401, "invalid API key")
     assert client.post(INFER, json=_body(), headers={**AUTH}).status_code == 200
-    for path in ("/v2", "/v2/health/live", "/v2/health/ready", f"/v2/models/{MODEL_NAME}",
-                 f"/v2/models/{MODEL_NAME}/ready"):
+    for path in (
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        f"/v2/models/{MODEL_NAME}",
+        f"/v2/models/{MODEL_NAME}/ready",
+    ):
         assert client.get(path).status_code == 200, path
 
 
@@ -386,9 +474,7 @@ def test_v2_needs_the_api_key_for_inference_only(make_client: Callable[..., Test
         pytest.param(f"/v2/models/{MODEL_NAME}/versions/9/ready", "no version '9'", id="ready-unknown-version"),
     ],
 )
-def test_v2_unknown_models_and_versions_are_404(
-    make_client: Callable[..., TestClient], path: str, match: str
-) -> None:
+def test_v2_unknown_models_and_versions_are_404(make_client: Callable[..., TestClient], path: str, match: str) -> None:
     client = make_client(drift_sample_rate=0)
     _assert_v2_error(client.get(path), 404, match)
 
@@ -411,13 +497,16 @@ def test_v2_before_the_model_is_loaded(committed_model_dir: Path) -> None:
         pytest.param(WINDOW.ravel().tolist(), id="flat"),
         pytest.param(WINDOW.tolist(), id="nested-like-shape"),
         pytest.param(WINDOW.reshape(60, 5).tolist(), id="nested-rows"),
-        pytest.param([float(round(v)) if i % 2 else round(v) for i, v in enumerate(WINDOW.ravel())],
-                     id="ints-and-floats"),
+        pytest.param(
+            [float(round(v)) if i % 2 else round(v) for i, v in enumerate(WINDOW.ravel())], id="ints-and-floats"
+        ),
     ],
 )
 def test_v2_json_data_may_be_flat_or_nested(
-    make_client: Callable[..., TestClient], reference: Callable[[np.ndarray], np.ndarray],
-    served_version: str, data: list[Any],
+    make_client: Callable[..., TestClient],
+    reference: Callable[[np.ndarray], np.ndarray],
+    served_version: str,
+    data: list[Any],
 ) -> None:
     client = make_client(drift_sample_rate=0)
     # "parameters": null is how some clients say "none"; it is accepted as such.
@@ -431,8 +520,9 @@ def test_v2_json_data_may_be_flat_or_nested(
     np.testing.assert_allclose(np.asarray(output["data"], dtype=np.float32), expected.ravel(), atol=1e-5)
 
 
-def test_v2_binary_output_layout(make_client: Callable[..., TestClient],
-                                 reference: Callable[[np.ndarray], np.ndarray]) -> None:
+def test_v2_binary_output_layout(
+    make_client: Callable[..., TestClient], reference: Callable[[np.ndarray], np.ndarray]
+) -> None:
     windows = market_windows(2, seed=9)
     header = _binary_header(size=windows.nbytes, shape=[2, 60, 5])
     header["outputs"] = [{"name": OUTPUT_NAME, "parameters": {"binary_data": True}}]

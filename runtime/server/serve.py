@@ -1,4 +1,10 @@
-"""Process model: uvicorn with one in-process app, or N worker processes sharing the port."""
+"""Process model: uvicorn with one in-process app, or N worker processes sharing the port.
+
+The uvicorn-internal tweaks live in this package, each behind a setting that falls back to stock uvicorn:
+`EDGE_COALESCE_WRITES` (`transport.py`: a response's header block and body in one write), `EDGE_INLINE_WHEN_IDLE`
+(reads `Server.server_state.tasks` to know when a request is alone) and `EDGE_DRAIN_DELAY_S` (`signals.py`: chains
+onto uvicorn's signal handlers). pyproject pins uvicorn to the range the tests ran.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,11 @@ from types import ModuleType
 
 from starlette.applications import Starlette
 
-from runtime.app import create_app, default_model_loader
-from runtime.session import Model, load_manifest, verify_file
+from runtime.http.app import create_app
+from runtime.manifest import Manifest
+from runtime.server.signals import SERVER_HOOKS
+from runtime.service import default_model_loader
+from runtime.session import Model
 from runtime.settings import Settings
 
 log = logging.getLogger("runtime")
@@ -27,8 +36,8 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         "host": settings.host,
         "port": settings.port,
         "loop": loop,
-        # httptools, with a response's headers and body in one write (see runtime.transport).
-        "http": "runtime.transport:EdgeHttpProtocol",
+        # httptools; with EDGE_COALESCE_WRITES a response's headers and body leave in one write (transport.py).
+        "http": "runtime.server.transport:EdgeHttpProtocol" if settings.coalesce_writes else "httptools",
         "lifespan": "on",
         "access_log": False,
         "log_config": None,
@@ -54,7 +63,7 @@ def app_from_env() -> Starlette:
     settings = Settings()
     logs.configure(settings.log_level)
     _tune_interpreter(settings)
-    return create_app(settings)
+    return create_app(settings, on_start=SERVER_HOOKS)
 
 
 def serve(settings: Settings, uvicorn: ModuleType) -> int:
@@ -70,7 +79,7 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
             # The first call (start-up) takes the model warmed above; reloads read the disk again.
             return preloaded.pop() if preloaded else default_model_loader(s, version)
 
-        app = create_app(settings, model_loader=loader)
+        app = create_app(settings, model_loader=loader, on_start=SERVER_HOOKS)
         config = uvicorn.Config(app, **uvicorn_options(settings))
         server = uvicorn.Server(config)
         if settings.inline_when_idle:
@@ -87,14 +96,12 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
         return 0
 
     # Verify once in the parent so a bad artifact stops start-up instead of crash-looping N workers.
-    manifest = load_manifest(settings.model_path())
-    from runtime.constants import FP32_FILE, INT8_FILE
-
-    for name in (INT8_FILE, FP32_FILE):
-        if name in manifest["files"]:
-            verify_file(settings.model_path(), manifest, name)
-    from runtime.__main__ import export_to_environ
-
-    export_to_environ(settings)
-    uvicorn.run("runtime.server:app_from_env", factory=True, workers=settings.workers, **uvicorn_options(settings))
+    path = settings.model_path()
+    manifest = Manifest.load(path)
+    for name in manifest.onnx_files():
+        manifest.verify(path, name)
+    settings.export_to_environ()
+    uvicorn.run(
+        "runtime.server.serve:app_from_env", factory=True, workers=settings.workers, **uvicorn_options(settings)
+    )
     return 0

@@ -1,4 +1,4 @@
-"""`runtime.body.read_body`: the plain-ASGI body reader of the /predict hot path."""
+"""`runtime.http.request.read_body`: the plain-ASGI body reader of the /predict hot path."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from starlette.requests import ClientDisconnect
 
-from runtime.body import read_body
 from runtime.errors import BadRequest, PayloadTooLarge
+from runtime.http.request import read_body
 
 
 def _receiver(*messages: dict[str, Any]) -> Any:

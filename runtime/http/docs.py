@@ -2,7 +2,7 @@
 
 An edge box may have no internet, so nothing is loaded from a CDN: the page, Swagger UI's script and stylesheet and
 the favicons come from this service. The assets are swagger-ui-dist (Apache-2.0) copied byte for byte into
-``runtime/swagger_ui/`` (see its README.md for the version, source and checksums); only the standalone bundle and
+``runtime/http/swagger_ui/`` (see its README.md for the version, source and checksums); only the standalone bundle and
 its stylesheet are shipped (about 1.9 MB), not the whole distribution.
 
 The assets are immutable for a given release: the page asks for them with ``?v=<release>`` and they are served with
@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from runtime import __version__
 
-#: The vendored swagger-ui-dist release (runtime/swagger_ui/README.md says where it came from).
+#: The vendored swagger-ui-dist release (runtime/http/swagger_ui/README.md says where it came from).
 SWAGGER_UI_VERSION: Final = "5.35.0"
 #: Served asset name -> media type. Only these names are served; nothing else in the folder is reachable.
 ASSETS: Final = {
@@ -89,7 +89,9 @@ _ASSET_CACHE = "public, max-age=31536000, immutable"
 @functools.cache
 def _asset(name: str) -> tuple[bytes, str]:
     """The asset's bytes and its ETag, read once (on first request, not at import)."""
-    body = _INITIALIZER if name == "swagger-initializer.js" else (files("runtime") / "swagger_ui" / name).read_bytes()
+    body = (
+        _INITIALIZER if name == "swagger-initializer.js" else (files("runtime.http") / "swagger_ui" / name).read_bytes()
+    )
     return body, f'"{hashlib.sha256(body).hexdigest()[:32]}"'
 
 

@@ -85,7 +85,7 @@ class CoalescingTransport:
 
 
 class EdgeHttpProtocol(HttpToolsProtocol):
-    """`HttpToolsProtocol` writing through a `CoalescingTransport` (``uvicorn --http runtime.transport:...``)."""
+    """`HttpToolsProtocol` writing through a `CoalescingTransport` (``uvicorn --http runtime.server.transport:...``)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._coalescing = CoalescingTransport(transport, self.loop)

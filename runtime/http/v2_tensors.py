@@ -1,0 +1,230 @@
+"""The v2 wire format: the inference request's JSON header, the binary tensor extension, compressed bodies,
+and the request's input checked against the model and turned into float32 windows. Knows no routes."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from collections.abc import Iterable
+from typing import Annotated, Any, Final, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
+from runtime.constants import INPUT_NAME, N_FEATURES, OUTPUT_NAME, WINDOW_LENGTH
+from runtime.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from runtime.types import Float32Array
+
+DATATYPE: Final = "FP32"
+#: Most windows in one v2 infer request. The batcher runs a request whole, so this also bounds one model run.
+MAX_INFER_WINDOWS: Final = 1024
+HEADER_LENGTH: Final = "inference-header-content-length"
+
+_FP32_LE = np.dtype("<f4")
+_PRICE_COLUMNS = slice(0, 4)  # open, high, low, close; column 4 is volume
+
+
+# -- the request header (schemas: structure only; meaning is checked against the model below) --------------
+class _Parameters(BaseModel):
+    # The protocol lets clients add their own parameters; ignore them rather than fail.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+def _null_is_empty(value: object) -> object:
+    # Some clients write "parameters": null for "no parameters"; treat it as the empty object it means.
+    return {} if value is None else value
+
+
+_P = TypeVar("_P", bound=_Parameters)
+Params = Annotated[_P, BeforeValidator(_null_is_empty)]
+
+
+class InputParameters(_Parameters):
+    binary_data_size: StrictInt | None = Field(default=None, ge=0, description="Bytes of this input after the header.")
+    shared_memory_region: str | None = None
+
+
+class InputTensor(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    shape: list[StrictInt]
+    datatype: str
+    parameters: Params[InputParameters] = InputParameters()
+    data: Any = None  # flat or nested numbers; converted by numpy, not pydantic, to keep large bodies fast
+
+
+class OutputParameters(_Parameters):
+    binary_data: StrictBool | None = None
+    classification: StrictInt | None = None
+    shared_memory_region: str | None = None
+
+
+class RequestedOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    parameters: Params[OutputParameters] = OutputParameters()
+
+
+class RequestParameters(_Parameters):
+    binary_data_output: StrictBool = False
+    timeout: StrictInt | None = Field(default=None, gt=0, description="Triton's request timeout, microseconds.")
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str | None = None
+    inputs: list[InputTensor]
+    outputs: list[RequestedOutput] | None = None
+    parameters: Params[RequestParameters] = RequestParameters()
+
+
+def is_byte_count(value: str) -> bool:
+    # str.isdigit() alone accepts characters int() rejects, such as the latin-1 superscript '²'.
+    return value.isascii() and value.isdigit()
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    # tritonclient's request_compression_algorithm sends gzip or zlib-wrapped deflate. The output is capped so
+    # a small compressed body cannot expand past the same limit an uncompressed one has.
+    if encoding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise UnsupportedMediaType(f"Content-Encoding '{encoding[:32]}' is not supported; use gzip, deflate or none")
+    decoder = zlib.decompressobj(wbits)
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise BadRequest(f"request body is not valid {encoding} data: {e}") from e
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    if not decoder.eof or decoder.unused_data:
+        raise BadRequest(f"request body is not one complete {encoding} stream")
+    return out
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tail) per the binary tensor extension; without the header the body is all JSON."""
+    if header_length is None:
+        return body, b""
+    if not is_byte_count(header_length.strip()):
+        raise BadRequest(f"Inference-Header-Content-Length '{header_length[:32]}' is not a number of bytes")
+    n = int(header_length)
+    if not 0 < n <= len(body):
+        raise BadRequest(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes")
+    return body[:n], body[n:]
+
+
+def parse_header(raw: bytes) -> InferenceRequest:
+    if not raw:
+        raise BadRequest("request body is empty; send a v2 inference request")
+    try:
+        return InferenceRequest.model_validate_json(raw)
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False, include_context=False)
+        if any(err["type"] == "json_invalid" for err in errors):
+            raise BadRequest(f"request JSON header is not valid JSON: {errors[0]['msg']}") from e
+        shown = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise BadRequest(f"invalid inference request: {shown}{more}") from e
+
+
+_KINDS: Final = {"b": "booleans", "U": "strings", "O": "nulls, objects or integers beyond 64 bits"}
+
+
+def _names(names: Iterable[str]) -> list[str]:
+    """Tensor names for an error message, bounded: they come from the client."""
+    return [n[:64] for n in itertools.islice(names, 8)]
+
+
+# -- validation against the model ----------------------------------------------------------------------------
+def windows_of(req: InferenceRequest, tail: bytes, max_windows: int) -> Float32Array:
+    """The request's input as float32 (n, 60, 5), or `BadRequest` naming the first thing that does not fit."""
+    names = _names(t.name for t in req.inputs)
+    if names != [INPUT_NAME]:
+        raise BadRequest(f"inputs {names} do not match the model's inputs ['{INPUT_NAME}']")
+    tensor = req.inputs[0]
+    if tensor.datatype != DATATYPE:
+        raise BadRequest(f"input '{INPUT_NAME}' has datatype '{tensor.datatype[:32]}'; the model takes '{DATATYPE}'")
+    shape = tensor.shape
+    if len(shape) != 3 or shape[1:] != [WINDOW_LENGTH, N_FEATURES] or not 1 <= shape[0] <= max_windows:
+        raise BadRequest(
+            f"input '{INPUT_NAME}' has shape {shape[:8]}; expected [n, {WINDOW_LENGTH}, {N_FEATURES}] "
+            f"with 1 <= n <= {max_windows}"
+        )
+    numel = math.prod(shape)
+    params = tensor.parameters
+    if params.shared_memory_region is not None:
+        raise BadRequest("shared-memory inputs are not supported; send the tensor in the body")
+    if params.binary_data_size is not None:
+        if tensor.data is not None:
+            raise BadRequest(f"input '{INPUT_NAME}' has both JSON 'data' and 'binary_data_size'")
+        if params.binary_data_size != _FP32_LE.itemsize * numel:
+            raise BadRequest(
+                f"input '{INPUT_NAME}' binary_data_size is {params.binary_data_size} bytes; shape {shape} of "
+                f"{DATATYPE} needs {_FP32_LE.itemsize * numel}"
+            )
+        if len(tail) != params.binary_data_size:
+            raise BadRequest(
+                f"body holds {len(tail)} bytes after the JSON header; input '{INPUT_NAME}' declares "
+                f"{params.binary_data_size} (is Inference-Header-Content-Length right?)"
+            )
+        # Little-endian float32 is the native layout here; copy so the array is aligned and writable.
+        windows = np.frombuffer(tail, dtype=_FP32_LE, count=numel).astype(np.float32).reshape(shape)
+    else:
+        if tail:
+            raise BadRequest(f"{len(tail)} bytes follow the JSON header but no input declares binary_data_size")
+        if tensor.data is None:
+            raise BadRequest(f"input '{INPUT_NAME}' has neither 'data' nor parameters.binary_data_size")
+        windows = _from_json_data(tensor.data, shape, numel)
+    _check_values(windows)
+    return windows
+
+
+def _from_json_data(data: Any, shape: list[int], numel: int) -> Float32Array:
+    # Without a dtype numpy reveals strings, nulls, bools and ragged nesting instead of coercing them.
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise BadRequest(f"input '{INPUT_NAME}' data is not a regular array of numbers: {e}") from e
+    if arr.dtype.kind not in "iuf":
+        found = _KINDS.get(arr.dtype.kind, f"'{arr.dtype}' values")
+        raise BadRequest(f"input '{INPUT_NAME}' data must hold only numbers, found {found}")
+    if arr.size != numel:
+        raise BadRequest(f"input '{INPUT_NAME}' data has {arr.size} values; shape {shape} needs {numel}")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported by _check_values
+        return arr.astype(np.float32).reshape(shape)
+
+
+def _check_values(windows: Float32Array) -> None:
+    finite = np.isfinite(windows)
+    bad = ~finite
+    bad[..., _PRICE_COLUMNS] |= finite[..., _PRICE_COLUMNS] & (windows[..., _PRICE_COLUMNS] <= 0)
+    bad[..., -1] |= finite[..., -1] & (windows[..., -1] < 0)
+    if bad.any():
+        n, t, f = (int(i) for i in np.argwhere(bad)[0])
+        raise BadRequest(
+            f"input '{INPUT_NAME}'[{n}, {t}, {f}] is {float(windows[n, t, f])!r}: values must be finite "
+            f"float32, prices (columns 0-3) > 0 and volume (column 4) >= 0; {int(bad.sum())} value(s) fail"
+        )
+
+
+def binary_outputs(req: InferenceRequest) -> bool:
+    """Whether `probabilities` goes back as binary; unknown or unsupported output requests are refused."""
+    default = req.parameters.binary_data_output
+    if not req.outputs:
+        return default
+    names = _names(o.name for o in req.outputs)
+    if names != [OUTPUT_NAME]:
+        raise BadRequest(f"requested outputs {names} do not match the model's outputs ['{OUTPUT_NAME}']")
+    params = req.outputs[0].parameters
+    if params.classification is not None:
+        raise BadRequest("the classification extension is not supported; request the probabilities tensor")
+    if params.shared_memory_region is not None:
+        raise BadRequest("shared-memory outputs are not supported")
+    return default if params.binary_data is None else params.binary_data
