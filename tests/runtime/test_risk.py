@@ -131,7 +131,7 @@ def _market_closes() -> list[list[float]]:
     out = []
     for df in (sp500.load(), nasdaq.load()):
         close = df["Close"].to_numpy(dtype=np.float64)
-        for start in range(0, len(close) - 60, 97):
+        for start in range(0, len(close) - 60, 31):
             out.append(close[start : start + 60].tolist())
     rng = np.random.default_rng(1)
     for w in out[:150]:  # volatile copies: 8% daily noise on top of the real path
