@@ -24,21 +24,15 @@ script on a machine without a GPU; its figures say nothing about CUDA.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import json
 import os
-import platform
-import resource
-import secrets
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,63 +41,23 @@ if __package__ in (None, ""):  # `python bench/gpu.py`: make the repository impo
 
 import numpy as np
 
+from bench.end_to_end import E2E_CONNECTIONS, end_to_end
 from bench.floor import percentile
-from bench.metrics import MODEL_HISTOGRAMS, histogram_delta, scrape_histograms
-from bench.servers import REPO_ROOT, Server, free_port, http_request, service_spec
-from runtime.constants import INPUT_NAME, OUTPUT_NAME, WINDOW_LENGTH
+from bench.machine import gpu_environment
+from bench.report import gpu_markdown
+from bench.servers import REPO_ROOT
+from bench.synthetic import request_body, synthetic_windows
+from runtime.constants import INPUT_NAME, OUTPUT_NAME
 
 BATCHES = (1, 8, 64, 256)
 CPU_BATCHES = (1, 64)
 PARITY_WINDOWS = 512
 #: Batch shapes the warm-up (1, 8) does not run; the batcher forms them under concurrency.
 COLD_SHAPES = (2, 3, 5, 7, 16, 64)
-E2E_CONNECTIONS = (1, 64)
 
 
 class Unavailable(Exception):
     """CUDA cannot be used here; the message says why."""
-
-
-# -- inputs ----------------------------------------------------------------------------------------------------
-
-
-def random_walk(n_candles: int, seed: int) -> np.ndarray:
-    """Candles (n, 5) open, high, low, close, volume: a geometric random walk with consistent OHLC."""
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n_candles)))
-    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 0.002, n_candles))
-    top = np.maximum(open_, close)
-    bottom = np.minimum(open_, close)
-    high = top * (1 + np.abs(rng.normal(0, 0.004, n_candles)))
-    low = bottom * (1 - np.abs(rng.normal(0, 0.004, n_candles)))
-    volume = rng.uniform(1e6, 5e6, n_candles)
-    return np.stack([open_, high, low, close, volume], axis=1)
-
-
-def synthetic_windows(n: int, seed: int = 0) -> np.ndarray:
-    """n float32 windows (n, 60, 5) cut at random offsets from one long random walk."""
-    series = random_walk(20_000, seed)
-    starts = np.random.default_rng(seed + 1).integers(0, len(series) - WINDOW_LENGTH, n)
-    return np.ascontiguousarray(np.stack([series[s : s + WINDOW_LENGTH] for s in starts]), dtype=np.float32)
-
-
-def request_body(window: np.ndarray, symbol: str = "SYN") -> bytes:
-    """A /predict body for one window, validated with the service's own schema (daily candles, UTC)."""
-    from bench import payload
-
-    start = datetime(2024, 1, 1, tzinfo=UTC)
-    candles = [
-        {
-            "timestamp": (start + timedelta(days=i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "open": float(r[0]),
-            "high": float(r[1]),
-            "low": float(r[2]),
-            "close": float(r[3]),
-            "volume": float(r[4]),
-        }
-        for i, r in enumerate(window.astype(np.float64))
-    ]
-    return payload.encode(payload.request_body(candles, symbol=symbol))
 
 
 # -- timing ----------------------------------------------------------------------------------------------------
@@ -146,50 +100,7 @@ def interleaved(fns: Mapping[str, Callable[[], object]], *, seconds: float, batc
     return {k: stats(v, batch) for k, v in samples.items()}
 
 
-# -- environment -----------------------------------------------------------------------------------------------
-
-
-def gpu_name() -> str | None:
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
-def environment(ort: Any) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "onnxruntime": ort.__version__,
-        "onnxruntime_package": getattr(getattr(ort.capi, "build_and_package_info", None), "package_name", None),
-        "onnxruntime_cuda_version": getattr(getattr(ort.capi, "build_and_package_info", None), "cuda_version", None),
-        "available_providers": ort.get_available_providers(),
-        "gpu": gpu_name(),
-        "cpus": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": _cpu_model(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "ld_library_path_dirs": len([p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    return info
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+# -- the provider under test -----------------------------------------------------------------------------------
 
 
 def load_accelerated(model_dir: Path, provider: str, threads: int) -> tuple[Any, float]:
@@ -310,230 +221,6 @@ def cold_shapes(model_dir: Path, provider: str, windows: np.ndarray, threads: in
     return out
 
 
-# -- end to end ------------------------------------------------------------------------------------------------
-
-
-async def _closed_loop(url: str, body: bytes, api_key: str, connections: int, seconds: float) -> dict[str, Any]:
-    import aiohttp
-
-    headers = {"Content-Type": "application/json", "X-API-Key": api_key}
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    timeout = aiohttp.ClientTimeout(total=30)
-    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def one() -> tuple[int, float]:
-            t0 = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as resp:
-                await resp.read()
-                return resp.status, (time.perf_counter() - t0) * 1e3
-
-        async def worker(end: float, record: bool) -> None:
-            while time.perf_counter() < end:
-                status, ms = await one()
-                if record:
-                    latencies.append(ms)
-                    statuses[status] = statuses.get(status, 0) + 1
-
-        warm_end = time.perf_counter() + 1.0
-        await asyncio.gather(*(worker(warm_end, False) for _ in range(connections)))
-        cpu0 = _self_cpu_s()
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(t0 + seconds, True) for _ in range(connections)))
-        wall = time.perf_counter() - t0
-        cpu = _self_cpu_s() - cpu0
-    ok = latencies  # every request's latency, whatever its status; `statuses` counts them
-    return {
-        "connections": connections,
-        "seconds": wall,
-        "requests": len(latencies),
-        "req_per_s": len(latencies) / wall,
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "p50_ms": statistics.median(ok) if ok else None,
-        "p99_ms": percentile(ok, 99) if ok else None,
-        "mean_ms": statistics.fmean(ok) if ok else None,
-        "client_cpu_fraction": cpu / wall,
-    }
-
-
-def _self_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def end_to_end(
-    name: str,
-    provider: str,
-    precision: str,
-    model_dir: Path,
-    body: bytes,
-    expected: np.ndarray,
-    seconds: float,
-    log_dir: Path,
-    connections: tuple[int, ...] = E2E_CONNECTIONS,
-    env: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    api_key = secrets.token_hex(16)
-    port = free_port()
-    spec = service_spec(
-        name,
-        port=port,
-        model_dir=str(model_dir),
-        precision=precision,
-        workers=1,
-        api_key=api_key,
-        env=env,
-        extra=["--provider", provider],
-    )
-    server = Server(spec, port, log_dir)
-    out: dict[str, Any] = {"name": name, "argv_tail": spec.argv[3:], "env": env or {}}
-    server.start()
-    try:
-        out["cold_start_to_ready_s"] = server.wait_ready(timeout_s=180.0)
-        status, raw = http_request(port, "GET", "/ready")
-        out["ready"] = json.loads(raw) if status == 200 else {"status": status}
-        status, raw = http_request(
-            port, "POST", "/predict", body, {"Content-Type": "application/json", "X-API-Key": api_key}
-        )
-        if status != 200:
-            raise RuntimeError(f"/predict answered {status}: {raw[:500]!r}")
-        probs = json.loads(raw)["prediction"]["probabilities"]
-        got = np.array([probs[c] for c in ("sell", "hold", "buy")])
-        out["first_predict_vs_cpu_fp32_max_abs_dp"] = float(np.abs(got - expected).max())
-        out["load"] = {}
-        for c in connections:
-            hist0 = scrape_histograms(port, MODEL_HISTOGRAMS)
-            cpu0 = server.cpu_seconds()
-            res = asyncio.run(_closed_loop(f"{server.base_url}/predict", body, api_key, c, seconds))
-            res["server_cpu_fraction"] = (server.cpu_seconds() - cpu0) / (res["seconds"] + 1.0)  # warm-up included
-            server.wait_idle(timeout_s=10)
-            hist1 = scrape_histograms(port, MODEL_HISTOGRAMS)
-            # Model runs during the level, its 1 s warm-up included (not separable from outside the server).
-            res["server_histograms"] = {n: histogram_delta(hist0[n], hist1[n]) for n in hist1}
-            out["load"][str(c)] = res
-        out["rss_mb"] = server.memory()["rss_mb"]
-    except Exception as e:
-        out["error"] = f"{type(e).__name__}: {e}"
-        out["log_tail"] = server.log_tail(3000)
-    finally:
-        server.stop()
-    return out
-
-
-# -- report ----------------------------------------------------------------------------------------------------
-
-
-def _f(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}" if abs(x) < 1e4 else f"{x:,.0f}"
-    return str(x)
-
-
-def markdown(r: dict[str, Any]) -> str:
-    env = r["environment"]
-    acc = r["provider"].upper()
-    lines = [
-        f"### {acc} execution provider: {env.get('gpu') or 'no GPU'}; onnxruntime {env['onnxruntime']} "
-        f"({env.get('onnxruntime_package')}, CUDA {env.get('onnxruntime_cuda_version')}); {env['cpus']} CPUs",
-        "",
-        f"Model load + warm-up on {acc}: {r['load_s']:.2f} s. Synthetic random-walk windows.",
-        "",
-        f"**{acc} FP32, one call (ms)**: `Model.run` (IO binding on CUDA) vs plain `session.run`, same session, "
-        f"intra_op_threads={r['accelerated_threads']}",
-        "",
-        "| batch | Model.run p50 | p99 | windows/s | session.run p50 | p99 | windows/s |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    k = r["kernel"]
-    for n in BATCHES:
-        a, b = k[f"model_run@{n}"], k[f"session_run@{n}"]
-        lines.append(
-            f"| {n} | {_f(a['p50_ms'])} | {_f(a['p99_ms'])} | {_f(a['windows_per_s'], 0)} "
-            f"| {_f(b['p50_ms'])} | {_f(b['p99_ms'])} | {_f(b['windows_per_s'], 0)} |"
-        )
-    lines += [
-        "",
-        "**CPU provider on the same machine (ms)**",
-        "",
-        "| precision | threads | batch | p50 | p99 | windows/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for v in r["cpu"].values():
-        lines.append(
-            f"| {v['precision']} | {v['threads']} | {v['batch']} | {_f(v['p50_ms'])} | {_f(v['p99_ms'])} "
-            f"| {_f(v['windows_per_s'], 0)} |"
-        )
-    p = r["parity"]
-    lines += [
-        "",
-        f"**Parity** {acc} FP32 vs CPU FP32 on {p['windows']} windows: max |Δp| = {p['max_abs_dp']:.2e} "
-        f"(mean {p['mean_abs_dp']:.2e}), argmax agreement {p['argmax_agreement'] * 100:.2f} % "
-        f"({p['argmax_disagreements']} differ); {acc} batch-1 vs batch-512 max |Δp| = "
-        f"{p['batch_invariance_max_abs_dp']:.2e}. CPU classes sell/hold/buy: {p['class_counts_cpu']}.",
-        "",
-        "**First call at a batch size the warm-up did not run** (fresh model, warmed at 1 and 8)",
-        "",
-        "| batch | first call ms | steady p50 ms |",
-        "| ---: | ---: | ---: |",
-    ]
-    for n, v in r["cold_shapes"]["shapes"].items():
-        lines.append(f"| {n} | {_f(v['first_ms'])} | {_f(v['steady_p50_ms'])} |")
-    lines += ["", "**Node placement** (onnxruntime's verbose log):", "", "```"]
-    lines += r["placement"].get("lines", [])[:30] or ["(nothing reported)"]
-    lines += ["```", ""]
-    for e in r["end_to_end"]:
-        lines.append(f"**End to end: {e['name']}** (`python -m runtime {' '.join(e['argv_tail'])}`)")
-        lines.append("")
-        if "error" in e:
-            lines += [f"failed: {e['error']}", "", "```", e.get("log_tail", ""), "```", ""]
-            continue
-        ready = e["ready"]
-        lines.append(
-            f"cold start to /ready {e['cold_start_to_ready_s']:.2f} s; /ready: provider={ready.get('provider')}, "
-            f"precision={ready.get('precision')}, intra_op_threads={ready.get('intra_op_threads')}; first /predict "
-            f"vs in-process CPU FP32 max |Δp| = {e['first_predict_vs_cpu_fp32_max_abs_dp']:.2e}; RSS "
-            f"{e['rss_mb']:.0f} MB"
-        )
-        lines += [
-            "",
-            "| connections | req/s | p50 ms | p99 ms | statuses | client CPU | server CPU |",
-            "| ---: | ---: | ---: | ---: | --- | ---: | ---: |",
-        ]
-        for c, v in e["load"].items():
-            lines.append(
-                f"| {c} | {_f(v['req_per_s'], 0)} | {_f(v['p50_ms'])} | {_f(v['p99_ms'])} | {v['statuses']} "
-                f"| {v['client_cpu_fraction']:.2f} | {v['server_cpu_fraction']:.2f} |"
-            )
-        lines += [
-            "",
-            "Model runs the server made per level (its /metrics, 1 s warm-up included): count, mean windows per run "
-            "and mean compute / queue ms per run, and runs per batch-size bucket (`edge_batch_size`, lo-hi = "
-            "lo < size <= hi)",
-            "",
-            "| connections | runs | mean batch | mean compute ms | mean queue ms | runs by batch size |",
-            "| ---: | ---: | ---: | ---: | ---: | --- |",
-        ]
-        for c, v in e["load"].items():
-            h = v.get("server_histograms", {})
-            b, comp, q = h.get("edge_batch_size"), h.get("edge_compute_seconds"), h.get("edge_queue_seconds")
-            if not b:
-                continue
-
-            def ms(x: dict[str, Any] | None) -> float | None:
-                return None if not x or x["mean"] is None else float(x["mean"]) * 1e3
-
-            lines.append(
-                f"| {c} | {b['count']} | {_f(b['mean'], 1)} | {_f(ms(comp))} | {_f(ms(q))} "
-                f"| {', '.join(f'{k}: {n}' for k, n in b['buckets'].items())} |"
-            )
-        lines.append("")
-    lines.append(f"Total bench time {r['elapsed_s']:.0f} s.")
-    return "\n".join(lines)
-
-
 # -- main ------------------------------------------------------------------------------------------------------
 
 
@@ -597,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         )
     from runtime.session import Model, available_cpus, threads_per_worker
 
-    env = environment(ort)
+    env = gpu_environment(ort)
     print(f"bench.gpu: {json.dumps(env)}", flush=True)
     model, load_s = load_accelerated(args.model_dir, args.provider, args.threads)
     if model.info.provider != args.provider:
@@ -652,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
     results["end_to_end"] = e2e
     results["elapsed_s"] = time.perf_counter() - started
 
-    md = markdown(results)
+    md = gpu_markdown(results)
     print(md, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu.json").write_text(json.dumps(results, indent=2, default=float) + "\n")

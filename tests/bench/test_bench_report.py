@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from bench import report
+from bench import plot, report
+from bench.targets import Target, evaluate, summarise_rounds
 
 
 def row(config: str, conns: int, rps: float, p50: float, *, errors: int = 0, rnd: int = 0) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def rows_for(service_p50: float, service_rps64: float, seed_errors: int = 0) -> 
 def test_summary_takes_the_median_of_rounds_and_flags_errors() -> None:
     rows = [row("int8", 1, r, p, rnd=i) for i, (r, p) in enumerate([(100, 1.0), (300, 3.0), (200, 2.0)])]
     rows.append(row("int8", 8, 500, 4.0, errors=2))
-    s = report.summarise_rounds(rows)
+    s = summarise_rounds(rows)
     assert s["int8"][1]["rps"] == 200
     assert s["int8"][1]["p50_ms"] == 2.0
     assert s["int8"][1]["rounds"] == 3
@@ -53,8 +54,8 @@ def test_summary_takes_the_median_of_rounds_and_flags_errors() -> None:
 
 
 def test_all_targets_pass() -> None:
-    s = report.summarise_rounds(rows_for(service_p50=0.9, service_rps64=1600))
-    targets = report.evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=0.8, rss_mb=120)
+    s = summarise_rounds(rows_for(service_p50=0.9, service_rps64=1600))
+    targets = evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=0.8, rss_mb=120)
     assert [t.status for t in targets] == ["PASS"] * 6
     assert targets[0].value == pytest.approx(0.9 / 3.0)
     assert targets[1].value == pytest.approx(0.9 / 0.5)
@@ -72,27 +73,27 @@ def test_all_targets_pass() -> None:
     ],
 )
 def test_each_target_fails_on_its_own(p50: float, rps64: float, cold: float, rss: float, failing: list[int]) -> None:
-    s = report.summarise_rounds(rows_for(service_p50=p50, service_rps64=rps64))
-    targets = report.evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=cold, rss_mb=rss)
+    s = summarise_rounds(rows_for(service_p50=p50, service_rps64=rps64))
+    targets = evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=cold, rss_mb=rss)
     assert [i for i, t in enumerate(targets) if t.status == "FAIL"] == failing
 
 
 def test_threshold_is_inclusive() -> None:
-    assert report.Target("x", 0.30, "<=", 0.30).status == "PASS"
-    assert report.Target("x", 5.0, ">=", 5.0).status == "PASS"
-    assert report.Target("x", 4.99, ">=", 5.0).status == "FAIL"
+    assert Target("x", 0.30, "<=", 0.30).status == "PASS"
+    assert Target("x", 5.0, ">=", 5.0).status == "PASS"
+    assert Target("x", 4.99, ">=", 5.0).status == "FAIL"
 
 
 def test_a_run_with_errors_is_not_reported_as_throughput() -> None:
-    s = report.summarise_rounds(rows_for(service_p50=0.9, service_rps64=1600, seed_errors=5))
-    t = report.evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=0.8, rss_mb=120)[2]
+    s = summarise_rounds(rows_for(service_p50=0.9, service_rps64=1600, seed_errors=5))
+    t = evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=0.8, rss_mb=120)[2]
     assert t.status == "FAIL"
     assert t.note == "INVALID: seed had 5 failed request(s) at 64 connection(s)"
 
 
 def test_missing_measurements_are_not_applicable() -> None:
-    s = report.summarise_rounds([row("int8", 1, 900, 0.9)])
-    targets = report.evaluate(s, service="int8", seed="seed", floor=None, cold_start_s=None, rss_mb=None)
+    s = summarise_rounds([row("int8", 1, 900, 0.9)])
+    targets = evaluate(s, service="int8", seed="seed", floor=None, cold_start_s=None, rss_mb=None)
     assert [t.status for t in targets] == ["N/A"] * 6
     assert "seed not measured at 1 connection(s)" in targets[0].note
 
@@ -102,8 +103,8 @@ def test_markdown_and_plot_are_written(tmp_path: Any) -> None:
     rows[0]["inside_server"] = {"server_ms": 0.7, "model_ms_per_run": 0.4, "windows_per_run": 1.0}
     rows[0]["inside_server"]["model_ms_per_request"] = 0.4
     rows[0]["mean_ms"] = 0.95
-    s = report.summarise_rounds(rows)
-    targets = report.evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=0.8, rss_mb=120)
+    s = summarise_rounds(rows)
+    targets = evaluate(s, service="int8", seed="seed", floor=FLOOR, cold_start_s=0.8, rss_mb=120)
     results: dict[str, Any] = {
         "meta": {
             "quick": True,
@@ -138,7 +139,7 @@ def test_markdown_and_plot_are_written(tmp_path: Any) -> None:
     # where the time goes: 0.95 - 0.7 outside, 0.7 - 0.4 rest in server
     assert "| int8 | 1 | 0.95 | 0.7 | 0.25 | 0.4 | 1 | 0.4 | 0.3 |" in md
     pytest.importorskip("matplotlib")  # the `train` extra
-    report.plot(tmp_path / "p.png", s, results["floor"], "t")
+    plot.plot(tmp_path / "p.png", s, results["floor"], "t")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import run
+from bench import config, run
 
 
 def model_dir(tmp_path: Path, *, tamper: str | None = None) -> Path:
@@ -44,12 +44,12 @@ def test_configurations_from_the_command_line() -> None:
              "--variant", "int8-t1=int8,EDGE_INTRA_OP_THREADS=1"]
         )
     )  # fmt: skip
-    configs = {c["name"]: c for c in run.configurations(args)}
+    configs = {c.name: c for c in config.configurations(args)}
     assert list(configs) == ["int8", "fp32", "seed", "seed-t2", "http", "int8-w2", "int8-t1"]
-    assert configs["http"]["kind"] == "http"
-    assert configs["int8-w2"]["workers"] == 2
-    assert configs["seed-t2"]["threads"] == 2
-    assert configs["int8-t1"]["env"] == {"EDGE_INTRA_OP_THREADS": "1"}
+    assert configs["http"].kind == "http"
+    assert configs["int8-w2"].workers == 2
+    assert configs["seed-t2"].threads == 2
+    assert configs["int8-t1"].env == {"EDGE_INTRA_OP_THREADS": "1"}
     assert (args.duration, args.warmup, args.rounds) == (3.0, 1.0, 1)
     assert args.connections == [1, 8, 64]
 
@@ -62,4 +62,4 @@ def test_configurations_from_the_command_line() -> None:
 def test_malformed_variant_is_rejected(variant: str) -> None:
     args = run.resolve(run.build_parser().parse_args(["--variant", variant]))
     with pytest.raises(SystemExit, match="--variant"):
-        run.configurations(args)
+        config.configurations(args)
