@@ -101,3 +101,17 @@ class ReloadFailed(EdgeError):
 
     status_code = 409
     code = "RELOAD_FAILED"
+
+
+class ValidationFailed(EdgeError, ValueError):
+    """Input broke a rule that needs the service's state (a streamed candle against its stored window)."""
+
+    status_code = 422
+    code = "VALIDATION_FAILED"
+
+
+class TooManySymbols(EdgeError):
+    """A stream connection named more symbols than `EDGE_STREAM_MAX_SYMBOLS`; nothing was stored."""
+
+    status_code = 422
+    code = "TOO_MANY_SYMBOLS"
