@@ -39,6 +39,7 @@ from runtime.errors import EdgeError, detail
 from runtime.http.errors import error_body, error_headers, json_response
 from runtime.http.request import parse_budget_ms
 from runtime.metrics import Metrics
+from runtime.schemas import SYMBOL_MAX_LENGTH
 from runtime.service import Service
 from runtime.streams import SymbolWindows
 
@@ -72,7 +73,10 @@ def _names_of(frame: str) -> tuple[str | None, str | None]:
         names = _names(frame)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None, None
-    return names.symbol, names.exchange
+    clip = SYMBOL_MAX_LENGTH  # echo what was sent, never a megabyte of it
+    return (None if names.symbol is None else names.symbol[:clip]), (
+        None if names.exchange is None else names.exchange[:clip]
+    )
 
 
 class StreamEndpoint:

@@ -271,6 +271,30 @@ def test_an_idle_connection_is_closed(make_client: Callable[..., TestClient]) ->
     assert closed.value.code == 1000 and "EDGE_STREAM_IDLE_S" in closed.value.reason
 
 
+def test_a_stale_window_is_refused_and_not_stored(make_client: Callable[..., TestClient], bars: np.ndarray) -> None:
+    client = make_client(api_keys=[KEY], max_window_age_s=3600)  # the test's candles are from 2024
+    with client.websocket_connect("/stream", headers=auth()) as ws:
+        ws.send_json(message(bars, 0, 59))
+        error = ws.receive_json()
+        assert error["code"] == "STALE_WINDOW", error
+        assert [d["field"] for d in error["details"]] == ["candles.59.timestamp"]
+        ws.send_json(message(bars, 0, 0))  # nothing was stored: bar 0 is new again
+        assert ws.receive_json()["have"] == 1
+
+
+def test_lenient_input_goes_through_the_schema_and_gives_the_same_window(bars: np.ndarray) -> None:
+    """What the msgspec fast path refuses but the schema accepts (numbers as strings) decodes to the same rows."""
+    from runtime.decoding import decode_stream_message
+
+    strict = message(bars, 0, 2)
+    lenient = json.loads(json.dumps(strict))
+    for c in lenient["candles"]:
+        c["open"], c["volume"] = str(c["open"]), str(c["volume"])
+    fast, slow = decode_stream_message(json.dumps(strict)), decode_stream_message(json.dumps(lenient))
+    assert np.array_equal(fast.rows, slow.rows) and fast.timestamps == slow.timestamps
+    assert (fast.symbol, fast.exchange) == (slow.symbol, slow.exchange) == ("SPX/USD", "binance")
+
+
 def test_a_real_server_streams_like_it_predicts(tmp_path: Path, bars: np.ndarray) -> None:
     """uvicorn + websockets: the same answers as POST /predict, and the close codes on the wire."""
     import http.client
