@@ -115,3 +115,11 @@ class TooManySymbols(EdgeError):
 
     status_code = 422
     code = "TOO_MANY_SYMBOLS"
+
+
+class OriginRejected(EdgeError):
+    """A browser page from an origin not in `EDGE_CORS_ORIGINS` tried to open a WebSocket (no CORS preflight
+    protects a WebSocket upgrade, so the Origin header is checked instead)."""
+
+    status_code = 403
+    code = "ORIGIN_REJECTED"

@@ -2,8 +2,9 @@
 
 The protocol (README, "Streaming"):
 
-- The upgrade request carries ``X-API-Key`` (and optionally ``X-Deadline-Ms``, a per-message budget). A missing
-  or wrong key is refused before the handshake with the HTTP API's own 401 JSON body (the ASGI WebSocket denial
+- The upgrade request carries ``X-API-Key`` (and optionally ``X-Deadline-Ms``, a per-message budget). An
+  ``Origin`` (sent by browsers) outside ``EDGE_CORS_ORIGINS`` gets 403 ``ORIGIN_REJECTED``; a missing or wrong key
+  is refused before the handshake with the HTTP API's own 401 JSON body (the ASGI WebSocket denial
   response, which uvicorn and Starlette's TestClient support; a server without it gets close code 1008).
 - Client -> server: JSON text frames ``{"symbol", "exchange", "candles": [1..60 candles]}`` with the seed's candle
   fields. Server -> client: one text frame per message, in order: ``{"symbol", "exchange", "status": "warming",
@@ -35,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from runtime.constants import WINDOW_LENGTH
 from runtime.decoding import decode_stream_message
-from runtime.errors import EdgeError, detail
+from runtime.errors import EdgeError, OriginRejected, detail
 from runtime.http.errors import error_body, error_headers, json_response
 from runtime.http.request import parse_budget_ms
 from runtime.metrics import Metrics
@@ -88,15 +89,21 @@ class StreamEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
-        api_key = deadline_ms = None
+        api_key = deadline_ms = origin = None
         for name, value in scope["headers"]:
             if name == b"x-api-key" and api_key is None:
                 api_key = value.decode("latin-1")
             elif name == b"x-deadline-ms" and deadline_ms is None:
                 deadline_ms = value.decode("latin-1")
+            elif name == b"origin" and origin is None:
+                origin = value.decode("latin-1")
         service = self.service
         connection = os.urandom(8).hex()
         try:
+            allowed = service.settings.cors_origins
+            if origin is not None and origin not in allowed and "*" not in allowed:
+                # Browsers send Origin and no CORS preflight guards an upgrade: the CORS list decides, as for HTTP.
+                raise OriginRejected(f"origin '{origin[:80]}' is not allowed (EDGE_CORS_ORIGINS)")
             service.authorize(api_key)
             budget_ms = parse_budget_ms(deadline_ms)
         except EdgeError as exc:

@@ -218,6 +218,18 @@ def test_the_upgrade_needs_the_api_key(client: TestClient, headers: dict[str, st
     assert denied.value.json()["code"] == "UNAUTHORIZED"
 
 
+def test_browser_origins_need_the_cors_list(make_client: Callable[..., TestClient]) -> None:
+    """No CORS preflight guards a WebSocket upgrade: a page's Origin must be in EDGE_CORS_ORIGINS."""
+    client = make_client(api_keys=[KEY], cors_origins=["https://desk.example.com"])
+    evil = {**auth(), "origin": "https://evil.example.com"}
+    with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect("/stream", headers=evil):
+        pass  # pragma: no cover - never accepted
+    assert denied.value.status_code == 403 and denied.value.json()["code"] == "ORIGIN_REJECTED"
+    with client.websocket_connect("/stream", headers={**auth(), "origin": "https://desk.example.com"}) as ws:
+        ws.send_text("{}")
+        assert ws.receive_json()["code"] == "VALIDATION_FAILED"
+
+
 def test_symbols_past_the_limit_are_refused(make_client: Callable[..., TestClient], bars: np.ndarray) -> None:
     client = make_client(api_keys=[KEY], stream_max_symbols=2)
     with client.websocket_connect("/stream", headers=auth()) as ws:
