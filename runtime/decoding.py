@@ -23,6 +23,7 @@ from typing import Annotated
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from msgspec import Meta
 
 from runtime.constants import MAX_BATCH_REQUESTS, WINDOW_LENGTH
@@ -35,6 +36,7 @@ from runtime.schemas import (
     VOLUME_MAX,
     BatchPredictionRequest,
     PredictionRequest,
+    StreamMessage,
     ohlc_violations,
 )
 from runtime.types import Float32Array
@@ -68,7 +70,14 @@ class _Batch(msgspec.Struct, forbid_unknown_fields=True):
     requests: Annotated[list[_Request], Meta(min_length=1, max_length=MAX_BATCH_REQUESTS)]
 
 
+class _StreamMessage(msgspec.Struct, forbid_unknown_fields=True):
+    symbol: Annotated[str, Meta(max_length=SYMBOL_MAX_LENGTH)]
+    exchange: str
+    candles: Annotated[list[_Candle], Meta(min_length=1, max_length=WINDOW_LENGTH)]
+
+
 _decode_request = msgspec.json.Decoder(_Request).decode
+_decode_stream = msgspec.json.Decoder(_StreamMessage).decode
 _TIMESTAMP = operator.attrgetter("timestamp")
 _decode_batch = msgspec.json.Decoder(_Batch).decode
 
@@ -128,3 +137,33 @@ def decode_batch(body: bytes, exchanges: tuple[str, ...] = DEFAULT_EXCHANGES) ->
         batch = BatchPredictionRequest.model_validate_json(body, context={"exchanges": exchanges})
         return [Window.from_request(r) for r in batch.requests]
     return [w for w in windows if w is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCandles:
+    """One `/stream` message with its field rules checked; the cross-field rules are `runtime.streams`'."""
+
+    symbol: str
+    exchange: str
+    timestamps: list[datetime]  # tz-aware, as sent
+    rows: npt.NDArray[np.float64]  # (k, 5) in `FEATURES` order, 1 <= k <= 60
+
+
+def decode_stream_message(frame: str | bytes, exchanges: tuple[str, ...] = DEFAULT_EXCHANGES) -> StreamCandles:
+    """A `/stream` message → its candles. Raises Pydantic's `ValidationError` for any field-level problem.
+
+    The same split as `decode_prediction`: msgspec for well-formed messages, `StreamMessage` (Pydantic) for
+    everything else, so every error and every lenient acceptance is Pydantic's own.
+    """
+    try:
+        msg = _decode_stream(frame)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        msg = None
+    if msg is None or msg.exchange not in exchanges or _SYMBOL.fullmatch(msg.symbol) is None:
+        checked = StreamMessage.model_validate_json(frame, context={"exchanges": exchanges})
+        candles = checked.candles
+        rows = np.array([(c["open"], c["high"], c["low"], c["close"], c["volume"]) for c in candles], dtype=np.float64)
+        return StreamCandles(checked.symbol, checked.exchange, [c["timestamp"] for c in candles], rows)
+    fast = msg.candles
+    rows = np.array([(c.open, c.high, c.low, c.close, c.volume) for c in fast], dtype=np.float64)  # (k, 5)
+    return StreamCandles(msg.symbol, msg.exchange, list(map(_TIMESTAMP, fast)), rows)

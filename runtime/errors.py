@@ -101,3 +101,25 @@ class ReloadFailed(EdgeError):
 
     status_code = 409
     code = "RELOAD_FAILED"
+
+
+class ValidationFailed(EdgeError, ValueError):
+    """Input broke a rule that needs the service's state (a streamed candle against its stored window)."""
+
+    status_code = 422
+    code = "VALIDATION_FAILED"
+
+
+class TooManySymbols(EdgeError):
+    """A stream connection named more symbols than `EDGE_STREAM_MAX_SYMBOLS`; nothing was stored."""
+
+    status_code = 422
+    code = "TOO_MANY_SYMBOLS"
+
+
+class OriginRejected(EdgeError):
+    """A browser page from an origin not in `EDGE_CORS_ORIGINS` tried to open a WebSocket (no CORS preflight
+    protects a WebSocket upgrade, so the Origin header is checked instead)."""
+
+    status_code = 403
+    code = "ORIGIN_REJECTED"

@@ -32,6 +32,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _DIFF_BUCKETS = (1e-5, 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+STREAM_OUTCOMES = ("ok", "warming", "invalid", "overloaded", "rate_limited", "error")
 
 
 class Metrics:
@@ -96,6 +97,17 @@ class Metrics:
         self.drift_worst = Gauge(
             "edge_drift_worst_abs_diff", "Largest per-window |p_int8 - p_fp32| seen since start.", registry=r
         )
+
+        self.stream_connections = Gauge("edge_stream_connections", "Open /stream WebSocket connections.", registry=r)
+        self.stream_messages = Counter(
+            "edge_stream_messages",
+            "/stream messages by outcome: ok (a signal), warming (fewer than 60 candles stored), invalid (refused "
+            "by a rule, nothing stored), overloaded, rate_limited, error.",
+            ["outcome"],
+            registry=r,
+        )
+        # Children made up front: every outcome is exported from the start, and the hot path skips labels().
+        self.stream_outcome = {outcome: self.stream_messages.labels(outcome) for outcome in STREAM_OUTCOMES}
 
     def set_model(self, info: ModelInfo) -> None:
         self.model_info.clear()

@@ -106,6 +106,15 @@ def exchange_error(exchanges: tuple[str, ...]) -> PydanticCustomError:
     return PydanticCustomError("literal_error", "Input should be {expected}", {"expected": literal_list(exchanges)})
 
 
+def check_exchange(value: str, info: ValidationInfo) -> str:
+    """An exchange against the list passed as ``context={"exchanges": ...}`` (default: the seed's five)."""
+    context = info.context if isinstance(info.context, dict) else {}
+    exchanges: tuple[str, ...] = tuple(context.get("exchanges", DEFAULT_EXCHANGES))
+    if value not in exchanges:
+        raise exchange_error(exchanges)
+    return value
+
+
 _CANDLE: TypeAdapter[Candle] = TypeAdapter(Candle)
 
 
@@ -153,11 +162,7 @@ class PredictionRequest(BaseModel):
     @field_validator("exchange")
     @classmethod
     def _check_exchange(cls, value: str, info: ValidationInfo) -> str:
-        context = info.context if isinstance(info.context, dict) else {}
-        exchanges: tuple[str, ...] = tuple(context.get("exchanges", DEFAULT_EXCHANGES))
-        if value not in exchanges:
-            raise exchange_error(exchanges)
-        return value
+        return check_exchange(value, info)
 
     @field_validator("sequence")
     @classmethod
@@ -206,6 +211,25 @@ class PredictionRequest(BaseModel):
     def closes(self) -> list[float]:
         """The close prices as sent (float64): the seed's risk formulas read these."""
         return [c["close"] for c in self.sequence]
+
+
+class StreamMessage(BaseModel):
+    """One message of the ``/stream`` WebSocket: 1-60 new candles of one symbol on one exchange, oldest first.
+
+    The field rules are a request's; the cross-field rules (low <= open, close <= high, timestamps strictly after
+    the stored window's last one) need the connection's state and run in `runtime.streams`.
+    """
+
+    model_config = _STRICT
+
+    symbol: str = Field(pattern=SYMBOL_PATTERN, max_length=SYMBOL_MAX_LENGTH, examples=["BTC/USDT"])
+    exchange: str = Field(examples=["binance"])
+    candles: list[Candle] = Field(min_length=1, max_length=WINDOW_LENGTH)
+
+    @field_validator("exchange")
+    @classmethod
+    def _check_exchange(cls, value: str, info: ValidationInfo) -> str:
+        return check_exchange(value, info)
 
 
 class BatchPredictionRequest(BaseModel):

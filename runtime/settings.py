@@ -143,6 +143,20 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Requests a key may send at once above the rate (token bucket size; 0 = max(1, rate)).",
     )
+    stream_max_symbols: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Symbols one /stream WebSocket connection may track (each keeps its last 60 candles, about "
+        "3 KB); a message naming one more is refused with TOO_MANY_SYMBOLS and nothing is stored.",
+    )
+    stream_idle_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="Seconds a /stream connection may stay without a message before the server closes it (code "
+        "1000); its windows are freed (0 = never).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     access_log: bool = Field(default=False, description="Log one JSON line per request.")
     debug: bool = Field(default=False, description="Include exception text in 500 responses.")

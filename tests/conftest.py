@@ -68,6 +68,21 @@ def versioned_model_dir(tmp_path: Path, committed: Path, versions: tuple[str, ..
 
 def market_windows(n: int, seed: int = 0) -> np.ndarray:
     """n real S&P 500 windows (float32, [n, 60, 5]) if `arch` is installed, else a random walk."""
+    arr = _market(seed)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(arr) - 60, n)
+    return np.stack([arr[s : s + 60] for s in starts]).astype(np.float32)
+
+
+def market_bars(n: int, seed: int = 0) -> np.ndarray:
+    """n consecutive real S&P 500 days (float32, [n, 5], oldest first) if `arch` is installed, else a random walk."""
+    arr = _market(seed)
+    start = int(np.random.default_rng(seed).integers(0, len(arr) - n))
+    return arr[start : start + n].astype(np.float32)
+
+
+def _market(seed: int) -> np.ndarray:
+    """Daily OHLCV rows (float64, [n, 5]): S&P 500 1999-2018 from `arch`, else a seeded random walk."""
     try:
         from arch.data import sp500
 
@@ -87,9 +102,7 @@ def market_windows(n: int, seed: int = 0) -> np.ndarray:
             ],
             axis=1,
         )
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(arr) - 60, n)
-    return np.stack([arr[s : s + 60] for s in starts]).astype(np.float32)
+    return arr
 
 
 def window_to_payload(

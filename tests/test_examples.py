@@ -144,3 +144,60 @@ def test_the_curl_line_answers_a_prediction(server_port: int) -> None:
     assert answer["prediction"]["signal"] in ("sell", "hold", "buy")
     assert (answer["prediction"]["symbol"], answer["prediction"]["exchange"]) == ("SPX/USD", "binance")
     assert set(answer["risk"]) >= {"risk_score", "risk_level", "factors", "recommendation"}
+
+
+def test_stream_client_replays_the_csv_bar_by_bar(server_port: int) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "EDGE_API_KEY": KEY,
+        "EDGE_STREAM_URL": f"ws://127.0.0.1:{server_port}/stream",
+    }
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "stream_client.py")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    bars = (EXAMPLES / "sp500_daily.csv").read_text().splitlines()[1:]
+    assert len(lines) == len(bars) == 80
+    assert lines[0] == f"{bars[0].split(',')[0]} warming 1/60"
+    assert lines[58].endswith("warming 59/60")
+    # The last answer is /predict's on the last 60 bars of the CSV.
+    candles = [
+        dict(zip(("timestamp", "open", "high", "low", "close", "volume"), (t, *map(float, rest)), strict=True))
+        for t, *rest in (bar.split(",") for bar in bars[-60:])
+    ]
+    conn = http.client.HTTPConnection("127.0.0.1", server_port, timeout=30)
+    try:
+        body = json.dumps({"symbol": "SPX/USD", "exchange": "binance", "sequence": candles})
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json", "X-API-Key": KEY})
+        answer = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    pred, risk = answer["prediction"], answer["risk"]
+    assert lines[-1] == (
+        f"{bars[-1].split(',')[0]} signal {pred['signal']} (confidence {pred['confidence']:.2f}) "
+        f"risk {risk['risk_level']} ({risk['risk_score']:g}/10)"
+    )
+
+
+def test_stream_client_reports_a_refused_upgrade(server_port: int) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "EDGE_API_KEY": "wrong-key-0123456789",
+        "EDGE_STREAM_URL": f"ws://127.0.0.1:{server_port}/stream",
+    }
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "stream_client.py")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("HTTP 401: ") and '"UNAUTHORIZED"' in result.stderr

@@ -73,9 +73,12 @@ def test_no_module_over_400_lines(module: str) -> None:
     assert lines <= 400, f"{MODULES[module].relative_to(REPO)} has {lines} lines"
 
 
-@pytest.mark.parametrize("layer", ["runtime.http.predict", "runtime.http.v2", "runtime.http.docs"])
+LAYERS = ["runtime.http.predict", "runtime.http.v2", "runtime.http.stream", "runtime.http.docs"]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
 def test_protocol_layers_are_siblings_over_the_service(layer: str) -> None:
-    assert not GRAPH[layer] & {"runtime.http.app", "runtime.http.predict", "runtime.http.v2"} - {layer}
+    assert not GRAPH[layer] & {"runtime.http.app", *LAYERS} - {layer}
 
 
 def test_the_core_knows_no_protocol_and_no_server() -> None:

@@ -1,6 +1,6 @@
 """The HTTP app: routes, the lifespan that starts and stops the service core, and the small routes.
 
-`create_app` wires the protocol layers (`predict`, `v2`, `docs`) over one `Service`; each of them imports the
+`create_app` wires the protocol layers (`predict`, `v2`, `stream`, `docs`) over one `Service`; each of them imports the
 service core and the shared HTTP helpers, never this module or each other.
 """
 
@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from runtime import __version__
 from runtime.errors import NotReady
-from runtime.http import docs, v2
+from runtime.http import docs, stream, v2
 from runtime.http.errors import HANDLERS, error_body, json_response
 from runtime.http.middleware import EdgeMiddleware, JSONCORSMiddleware
 from runtime.http.openapi import openapi_schema
@@ -120,6 +120,7 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         *docs.routes,
         *v2.routes,
+        *stream.routes(service),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict(HANDLERS))
     app.state.service = service

@@ -79,6 +79,12 @@ async def read_json_body(request: Request, limit: int) -> bytes:
 
 def parse_deadline(raw: str | None) -> float | None:
     """An optional ``X-Deadline-Ms`` header: the request's budget in ms from now; stale work is not computed."""
+    budget = parse_budget_ms(raw)
+    return None if budget is None else time.perf_counter() + budget / 1000
+
+
+def parse_budget_ms(raw: str | None) -> float | None:
+    """The milliseconds an ``X-Deadline-Ms`` header grants (None when absent); 400 unless in (0, 600000]."""
     if raw is None:
         return None
     try:
@@ -90,7 +96,7 @@ def parse_deadline(raw: str | None) -> float | None:
             f"X-Deadline-Ms '{raw[:32]}' must be a number of milliseconds in (0, {_DEADLINE_MAX_MS}]",
             details=[detail(("header", "x-deadline-ms"), f"must be in (0, {_DEADLINE_MAX_MS}]", "value_error")],
         )
-    return time.perf_counter() + budget / 1000
+    return budget
 
 
 def deadline(request: Request) -> float | None:

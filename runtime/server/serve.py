@@ -45,6 +45,12 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         # X-Forwarded-* are not used (nothing is logged or decided by client address): skip that middleware.
         "proxy_headers": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
+        # /stream: websockets' sans-I/O protocol refuses a message over the body limit with close code 1009
+        # before buffering it; no per-message deflate (a candle message is ~150 bytes: compressing it costs CPU
+        # and latency for nothing, and a compressed bomb is one less thing to bound).
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.max_body_bytes,
+        "ws_per_message_deflate": False,
         # No limit_concurrency: uvicorn would answer past it with a bare text 503, probes included. Admission is
         # bounded by the batcher's queue instead (JSON 503 + Retry-After); connection counts belong to the proxy.
         "backlog": 2048,
