@@ -21,7 +21,7 @@ from runtime.http.errors import HANDLERS, error_body, json_response
 from runtime.http.middleware import EdgeMiddleware, JSONCORSMiddleware
 from runtime.http.openapi import openapi_schema
 from runtime.http.predict import PredictEndpoint, predict_batch
-from runtime.http.request import read_json_body, request_id
+from runtime.http.request import check_json_type, read_json_body, request_id
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.schemas import ReloadRequest
 from runtime.service import ModelLoader, Service, default_model_loader
@@ -73,7 +73,12 @@ async def admin_reload(request: Request) -> Response:
     if service.model is None or service.draining:
         raise NotReady("no model is being served")
     version = None
-    if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        # Even with no body: a browser form POST (a "simple" cross-origin request, no preflight) must not reload.
+        check_json_type(content_type)
+    if has_body:
         body = await read_json_body(request, _RELOAD_BODY_LIMIT)
         version = ReloadRequest.model_validate_json(body).version
     old, new = await service.reload(version)
@@ -122,6 +127,8 @@ def create_app(
         *v2.routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict(HANDLERS))
+    # No 307 to the path with(out) a trailing slash: its Location would be built from the client's Host header.
+    app.router.redirect_slashes = False
     app.state.service = service
     app.add_middleware(
         EdgeMiddleware,
