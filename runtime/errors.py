@@ -101,3 +101,10 @@ class ReloadFailed(EdgeError):
 
     status_code = 409
     code = "RELOAD_FAILED"
+
+
+class ReloadInProgress(EdgeError):
+    """Another reload is running; reloads are serialized and a concurrent one is refused, not queued."""
+
+    status_code = 409
+    code = "RELOAD_IN_PROGRESS"
