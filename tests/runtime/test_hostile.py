@@ -282,3 +282,68 @@ def test_a_reload_burst_leaves_threads_and_memory_at_baseline(tmp_path: Path, co
     assert (409, "RELOAD_IN_PROGRESS") in statuses and (200, "reloaded") in statuses
     assert after["Threads"] == baseline["Threads"], (baseline, after)
     assert after["VmRSS"] - baseline["VmRSS"] < RSS_BOUND_KB, (baseline, after)
+
+
+def _read_responses(s: socket.socket, n: int, limit: float = 10) -> list[tuple[bytes, bytes]]:
+    """`n` responses (status line, body) read off a keep-alive connection, in order."""
+    buf, out, deadline = b"", [], time.monotonic() + limit
+    s.settimeout(1)
+    while len(out) < n and time.monotonic() < deadline:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        if sep:
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            )
+            if len(rest) >= length:
+                out.append((head.split(b"\r\n")[0], rest[:length]))
+                buf = rest[length:]
+                continue
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return out
+
+
+def test_the_protocol_still_parses_every_framing(tmp_path: Path) -> None:
+    """What the read shaping must not break: 40 pipelined requests past the limit of 8 (bodies mixed in) answered
+    in order; a head and a body split one byte per read; a chunked body; an end-of-head split across reads."""
+    body = _predict_body(seed=4)
+    post = (
+        f"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-api-key: {KEY}\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    get = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
+    with server(tmp_path) as (_, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"".join(post if i % 5 == 0 else get for i in range(40)))
+            answers = _read_responses(s, 40)
+        assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK"] * 40
+        assert all(("prediction" in json.loads(b)) == (i % 5 == 0) for i, (_, b) in enumerate(answers))
+
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(len(post[:400])):
+                s.sendall(post[i : i + 1])
+                if i % 50 == 0:
+                    time.sleep(0.005)  # separate reads on the server
+            s.sendall(post[400:])
+            for cut in (len(get) - 3, len(get) - 2, len(get) - 1):  # "\r\n\r\n" split at each place
+                s.sendall(get[:cut])
+                time.sleep(0.02)
+                s.sendall(get[cut:])
+            answers = _read_responses(s, 4)
+        assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK"] * 4
+
+        chunked = (
+            f"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-api-key: {KEY}\r\n"
+            "transfer-encoding: chunked\r\n\r\n"
+        ).encode()
+        half = len(body) // 2
+        for part in (body[:half], body[half:]):
+            chunked += b"%x\r\n" % len(part) + part + b"\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(chunked + b"0\r\n\r\n" + get)
+            answers = _read_responses(s, 2)
+        assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK"] * 2
+        assert "prediction" in json.loads(answers[0][1])
