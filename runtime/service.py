@@ -222,6 +222,11 @@ class Service:
             self.drift = None
 
     # -- per request -----------------------------------------------------------------------------------------
+    @property
+    def saturated(self) -> bool:
+        """Every admission slot is held: readiness turns false so a load balancer sends elsewhere until one frees."""
+        return self.admitted >= self.settings.max_pending_requests
+
     def serving(self) -> Batcher:
         """The batcher, or 503 while no model is loaded (requests already received are served while draining)."""
         if self.batcher is None or self.model is None:

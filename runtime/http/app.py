@@ -36,8 +36,8 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     service: Service = request.app.state.service
-    if not service.ready or service.model is None:
-        reason = "draining" if service.draining else "loading"
+    if not service.ready or service.model is None or service.saturated:
+        reason = "draining" if service.draining else "saturated" if service.saturated else "loading"
         return json_response(503, error_body(f"not ready: {reason}", "NOT_READY", rid=request_id(request.scope)))
     info = service.model.info
     return json_response(

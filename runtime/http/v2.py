@@ -124,7 +124,7 @@ def _served_version(request: Request) -> tuple[Service, str]:
 
 
 def _ready(service: Service) -> bool:
-    return service.ready and service.model is not None and service.batcher is not None
+    return service.ready and service.model is not None and service.batcher is not None and not service.saturated
 
 
 # -- body ----------------------------------------------------------------------------------------------------

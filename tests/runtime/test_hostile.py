@@ -164,6 +164,7 @@ def test_slow_bodies_release_their_admission_slots(tmp_path: Path) -> None:
             s.sendall(head + body[:1])
         time.sleep(0.3)
         held = _request(port, "POST", "/predict", body, AUTH)[0]
+        ready_while_held = _request(port, "GET", "/ready")
         for i in range(1, 3):
             time.sleep(0.5)
             for s in slow:
@@ -179,6 +180,7 @@ def test_slow_bodies_release_their_admission_slots(tmp_path: Path) -> None:
         assert _request(port, "GET", "/ready")[0] == 200
     print(f"slow bodies: /predict during the attack {held}; all four 408 and closed after {elapsed:.2f} s")
     assert held == 503  # every slot was taken by a slow body while it was arriving
+    assert ready_while_held == (503, {**ready_while_held[1], "error": "not ready: saturated"}), ready_while_held
     for raw, _ in answers:
         _assert_json_error(raw, 408, "REQUEST_TIMEOUT")
     assert elapsed < 4
