@@ -122,6 +122,14 @@ class Settings(BaseSettings):
         description="Requests one connection may have parsed and not yet answered; at the limit the server stops "
         "reading from it until responses drain (bounds memory per connection). 0 = unbounded (stock uvicorn).",
     )
+    max_connections: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Open connections past which a new connection may only ask the probes (/health, /ready, "
+        "/v2/health/*) and gets a JSON 503 for anything else; existing connections are untouched. Default: 3/4 of "
+        "the open-file limit (RLIMIT_NOFILE), so the process keeps descriptors for its own files; 0 = no cap.",
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Accepted X-API-Key values (comma-separated in EDGE_API_KEYS)."
     )
@@ -239,6 +247,17 @@ class Settings(BaseSettings):
             if name == "api_keys":
                 value = ",".join(k.get_secret_value() for k in value)
             os.environ[f"EDGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    def connection_cap(self) -> int:
+        """`max_connections`, or 3/4 of this process's soft open-file limit when it is not set (0: no cap)."""
+        if self.max_connections is not None:
+            return self.max_connections
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return 0
+        return max(64, soft * 3 // 4)
 
     def model_path(self, version: str | None = None) -> Path:
         """Directory of the model to serve: model_dir, or model_dir/<version> when a version is named."""

@@ -15,6 +15,9 @@ Each part is behind a setting and off at 0 / false; with all of them off the ser
   client that never reads could queue requests without bound).
 - ``max_header_bytes``: the request line and headers are counted as they arrive, before httptools buffers them;
   past the budget 431 and close, in O(budget) work whatever the client sends.
+- ``max_connections``: past this many open connections a new one may still ask the probes (``GET /health``,
+  ``/ready``, ``/v2/health/*``); anything else it asks gets a JSON 503 and the close. Existing connections are
+  untouched.
 
 To know where a request's head ends without the parser's help (httptools cannot pause), bytes are fed to it up
 to the end-of-headers marker, then up to the end of a Content-Length body; only a chunked body is fed in slices.
@@ -27,6 +30,7 @@ import json
 from dataclasses import dataclass
 
 import httptools
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -49,6 +53,7 @@ class ProtocolLimits:
     body_timeout_s: float = 0.0
     max_pipelined: int = 0
     max_header_bytes: int = 0
+    max_connections: int = 0
 
     @property
     def shapes_reads(self) -> bool:
@@ -56,8 +61,12 @@ class ProtocolLimits:
         return bool(self.header_timeout_s or self.body_timeout_s or self.max_pipelined or self.max_header_bytes)
 
     @property
+    def any_read_limit(self) -> bool:
+        return self.shapes_reads or bool(self.max_connections)
+
+    @property
     def active(self) -> bool:
-        return self.coalesce_writes or self.shapes_reads
+        return self.coalesce_writes or self.any_read_limit
 
 
 class _GatedFlow(FlowControl):
@@ -68,6 +77,21 @@ class _GatedFlow(FlowControl):
     def resume_reading(self) -> None:
         if not self.gated:
             super().resume_reading()
+
+
+_PROBES = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})
+
+
+async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
+    body = json.dumps(error_body("too many connections; retry shortly", "OVERLOADED"), separators=(",", ":"))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body.encode()})
 
 
 def _error_response(status: int, reason: bytes, message: str, code: str) -> bytes:
@@ -90,11 +114,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes of the current head fed so far
         self._head_tail = b""  # its last 3 bytes: an end-of-head marker may straddle two reads
         self._body_left: int | None = 0  # bytes left of a Content-Length body; None: chunked
-        self._stash = b""  # bytes read but not fed while the pipelining gate is closed
+        self._stash = b""  # bytes read but not fed while the pipelining gate is closed (from _stash_pos on)
+        self._stash_pos = 0
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._linger_left: int | None = None  # bytes still to drop after a refusal
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._over_cap = False
 
     # -- connection --------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -102,6 +128,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._coalescing = CoalescingTransport(transport, self.loop)
             transport = self._coalescing  # type: ignore[assignment]
         super().connection_made(transport)
+        self._over_cap = bool(self.limits.max_connections) and len(self.connections) > self.limits.max_connections
         if self.limits.max_pipelined:
             self.flow = _GatedFlow(transport)
         self._arm_header_timer()
@@ -112,7 +139,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._cancel_timers()
         if self._linger_timer is not None:
             self._linger_timer.cancel()
-        self._stash = b""
+        self._stash, self._stash_pos = b"", 0
         super().connection_lost(exc)
 
     def _cancel_timers(self) -> None:
@@ -130,7 +157,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         """End the connection: every request on it sees a disconnect (its app frees what it holds); the client
         gets the error if no response is under way, else just the close."""
         self._cancel_timers()
-        self._stash = b""
+        self._stash, self._stash_pos = b"", 0
         for cycle in (self.cycle, *(queued for queued, _ in self.pipeline)):
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True
@@ -174,13 +201,19 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def _feed(self, data: bytes) -> None:
         """Feed what is stashed and `data` to the parser, a request head or a known body at a time."""
+        pos = 0
         if self._stash:
-            data, self._stash = self._stash + data, b""
-        pos, end = 0, len(data)
+            # The stash is kept whole with an offset: re-slicing it per request would copy it per request.
+            if data:
+                data = self._stash[self._stash_pos :] + data
+            else:
+                data, pos = self._stash, self._stash_pos
+            self._stash, self._stash_pos = b"", 0
+        end = len(data)
         while pos < end and self.parser is not None and not self.transport.is_closing():
             if self._in_head:
                 if self.limits.max_pipelined and self._outstanding() >= self.limits.max_pipelined:
-                    self._close_gate(data[pos:])
+                    self._close_gate(data, pos)
                     return
                 stop = self._head_end(data, pos)
                 if stop is None:
@@ -238,9 +271,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         return True
 
     # -- pipelining gate -------------------------------------------------------------------------------------
-    def _close_gate(self, rest: bytes) -> None:
+    def _close_gate(self, data: bytes, pos: int) -> None:
         assert isinstance(self.flow, _GatedFlow)
-        self._stash = rest + self._stash
+        self._stash, self._stash_pos = data, pos
         self.flow.gated = True
         self.flow.pause_reading()
 
@@ -256,8 +289,23 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             flow.resume_reading()
 
     # -- parser callbacks ------------------------------------------------------------------------------------
+    def _is_probe(self) -> bool:
+        try:
+            path = httptools.parse_url(self.url).path
+        except httptools.HttpParserInvalidURLError:
+            return False
+        return self.parser.get_method() in (b"GET", b"HEAD") and path in _PROBES
+
     def on_headers_complete(self) -> None:
-        super().on_headers_complete()
+        if self._over_cap and not self._is_probe():
+            # uvicorn picks the app for this request inside on_headers_complete: hand it the 503 for this one.
+            app, self.app = self.app, _too_many_connections
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        else:
+            super().on_headers_complete()
         self._in_head = False
         self._head_bytes = 0
         self._head_tail = b""

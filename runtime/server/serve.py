@@ -64,6 +64,7 @@ def protocol_limits(settings: Settings) -> ProtocolLimits:
         body_timeout_s=settings.body_timeout_s,
         max_pipelined=settings.max_pipelined,
         max_header_bytes=settings.max_header_bytes if settings.header_limit_while_reading else 0,
+        max_connections=settings.connection_cap(),
     )
 
 

@@ -349,3 +349,23 @@ def test_the_protocol_still_parses_every_framing(tmp_path: Path) -> None:
             answers = _read_responses(s, 2)
         assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK"] * 2
         assert "prediction" in json.loads(answers[0][1])
+
+
+def test_past_the_connection_cap_new_connections_get_only_the_probes(tmp_path: Path) -> None:
+    """24 idle connections against a cap of 16: a new connection gets a JSON 503 for /predict but its probes
+    answered; a connection opened before the cap was reached is served as usual."""
+    body = _predict_body(seed=6)
+    with server(tmp_path, "--max-connections", "16") as (_, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as first, _sockets(port, 24):
+            time.sleep(0.3)  # let the server accept them all
+            status, answer = _request(port, "POST", "/predict", body, AUTH)
+            probes = [_request(port, "GET", path)[0] for path in ("/health", "/ready", "/v2/health/ready")]
+            post = (
+                f"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-api-key: {KEY}\r\n"
+                f"content-length: {len(body)}\r\n\r\n"
+            ).encode() + body
+            first.sendall(post)
+            [(existing, _)] = _read_responses(first, 1)
+    assert (status, answer["code"]) == (503, "OVERLOADED"), answer
+    assert probes == [200, 200, 200]
+    assert existing == b"HTTP/1.1 200 OK"
