@@ -6,6 +6,7 @@ service core and the shared HTTP helpers, never this module or each other.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -109,6 +110,10 @@ def create_app(
         service.start()
         for hook in on_start:
             hook(service)
+        # What start-up built (the model, the app, imported modules) lives as long as the process: out of the
+        # collector's generations, a full collection under load walks only what requests allocate (measured
+        # during a pipelining flood: the normal client's worst request 143 -> 70 ms).
+        gc.freeze()
         try:
             yield
         finally:

@@ -12,7 +12,8 @@ Each part is behind a setting and off at 0 / false; with all of them off the ser
   is closed.
 - ``max_pipelined``: parsed requests not yet answered on one connection. At the limit the bytes already read wait
   unparsed and reading pauses until responses drain (stock uvicorn resumes reading after every response, so a
-  client that never reads could queue requests without bound).
+  client that never reads could queue requests without bound). Each next pipelined request starts after the
+  loop has polled for I/O, so a flooding connection takes turns with the others.
 - ``max_header_bytes``: the request line and headers are counted as they arrive, before httptools buffers them;
   past the budget 431 and close, in O(budget) work whatever the client sends.
 - ``max_connections``: past this many open connections a new one may still ask the probes (``GET /health``,
@@ -31,8 +32,9 @@ from dataclasses import dataclass
 
 import httptools
 from starlette.types import Receive, Scope, Send
+from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from runtime.http.errors import error_body
 from runtime.server.transport import CoalescingTransport
@@ -121,6 +123,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._linger_left: int | None = None  # bytes still to drop after a refusal
         self._linger_timer: asyncio.TimerHandle | None = None
         self._over_cap = False
+        self._answering = False  # inside on_response_complete
 
     # -- connection --------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -333,8 +336,21 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if self._outstanding() == 0:  # answered before its body ended (a 413, a 401): the next head is timed now
             self._arm_header_timer()
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if self._answering and self.limits.max_pipelined:
+            # The next pipelined request of a connection starts after the loop has polled for I/O, not in the
+            # same step as the response before it: a connection full of pipelined requests takes turns with
+            # the others instead of running its requests back to back.
+            self.loop.call_later(0, super()._start_asgi_task, cycle, app)
+        else:
+            super()._start_asgi_task(cycle, app)
+
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        self._answering = True
+        try:
+            super().on_response_complete()
+        finally:
+            self._answering = False
         if self.transport.is_closing():
             return
         self._open_gate()
