@@ -341,8 +341,12 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             # The next pipelined request of a connection starts after the loop has polled for I/O, not in the
             # same step as the response before it: a connection full of pipelined requests takes turns with
             # the others instead of running its requests back to back.
-            self.loop.call_later(0, super()._start_asgi_task, cycle, app)
+            self.loop.call_later(0, self._start_if_open, cycle, app)
         else:
+            super()._start_asgi_task(cycle, app)
+
+    def _start_if_open(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if not self.transport.is_closing():  # as uvicorn: no pipelined request starts on a closing connection
             super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
