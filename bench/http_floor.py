@@ -1,7 +1,7 @@
 """The HTTP floor: the service's own uvicorn stack answering POST /predict with no work at all.
 
 It reads the whole request body and answers a fixed JSON body as long as a real prediction, through the same
-uvicorn settings as the service (uvloop, the httptools protocol of `runtime.server.transport`, no access log). What it
+uvicorn settings as the service (uvloop, the httptools protocol of `runtime.server.protocol`, no access log). What it
 costs per request is what any Python service on this stack pays before doing anything: loopback, the kernel,
 HTTP parsing, the ASGI hand-offs and the socket write. It puts the "p50 at one connection <= 2x the bare model"
 target in proportion.

@@ -123,3 +123,10 @@ class OriginRejected(EdgeError):
 
     status_code = 403
     code = "ORIGIN_REJECTED"
+
+
+class ReloadInProgress(EdgeError):
+    """Another reload is running; reloads are serialized and a concurrent one is refused, not queued."""
+
+    status_code = 409
+    code = "RELOAD_IN_PROGRESS"

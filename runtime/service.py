@@ -30,6 +30,7 @@ from runtime.errors import (
     Overloaded,
     RateLimited,
     ReloadFailed,
+    ReloadInProgress,
     StaleWindow,
     Unauthorized,
     detail,
@@ -142,7 +143,13 @@ class Service:
         self.metrics.set_model(model.info)
 
     async def reload(self, version: str | None = None) -> tuple[ModelInfo, ModelInfo]:
-        """Verify and warm the new model off the loop, then swap it in; on failure the old one keeps serving."""
+        """Verify and warm the new model off the loop, then swap it in; on failure the old one keeps serving.
+
+        One reload at a time: a reload asked for while one runs gets `ReloadInProgress` (409) at once instead of
+        queueing (a burst of 50 is one reload, not 50 models and drift references loaded in turn).
+        """
+        if self._reload_lock.locked():
+            raise ReloadInProgress("a reload is already in progress; retry when it has finished")
         async with self._reload_lock:
             if self.model is None or self.draining:
                 raise NotReady("no model is being served")
@@ -158,21 +165,32 @@ class Service:
             self.version = target
             self.metrics.reloads.labels("ok").inc()
             log.info("model reloaded", extra={"previous_version": old.version, "model_version": new.info.version})
+            # The previous reload's reference may still be loading: let it finish (and install) first, so one
+            # loader runs at a time and each monitor replaces, and stops, the one before it.
+            await asyncio.to_thread(self.wait_for_drift_loader)
             self.start_drift_monitor()
             return old, new.info
 
     def start_drift_monitor(self) -> None:
-        """Load the FP32 reference in the background (not on the start-up path) and sample live traffic."""
+        """Load the FP32 reference in the background (not on the start-up path) and sample live traffic.
+
+        One drift monitor ever: the new one replaces the current one, which is stopped (its thread joined, its
+        FP32 session released). A loader still running from an earlier call is waited for by the new one, so
+        two never load at once and they install in order.
+        """
         rate = self.settings.drift_sample_rate
         if rate <= 0 or self.model is None or self.model.info.precision != "int8":
             return
         info = self.model.info
-        previous = self.drift
+        version = self.version
+        earlier = self.drift_loader
 
         def load() -> None:
+            if earlier is not None:
+                earlier.join()
             try:
                 reference = Model.load(
-                    self.settings.model_path(self.version),
+                    self.settings.model_path(version),
                     precision="fp32",
                     provider=info.provider,
                     intra_op_threads=1,
@@ -183,7 +201,7 @@ class Service:
                 return
             monitor = DriftMonitor(reference, self.metrics, rate)
             monitor.start()
-            self.drift = monitor
+            previous, self.drift = self.drift, monitor
             if previous is not None:
                 previous.stop()
 
@@ -191,14 +209,24 @@ class Service:
         self.drift_loader = loader
         loader.start()
 
-    def stop_drift_monitor(self, timeout: float = 10.0) -> None:
-        """Wait for a reference still loading (onnxruntime aborts the process if torn down mid-load), then stop."""
+    def wait_for_drift_loader(self, timeout: float = 30.0) -> None:
+        """Block until a drift reference still loading has been installed (or has failed)."""
         if self.drift_loader is not None:
             self.drift_loader.join(timeout)
+
+    def stop_drift_monitor(self, timeout: float = 10.0) -> None:
+        """Wait for a reference still loading (onnxruntime aborts the process if torn down mid-load), then stop."""
+        self.wait_for_drift_loader(timeout)
         if self.drift is not None:
             self.drift.stop()
+            self.drift = None
 
     # -- per request -----------------------------------------------------------------------------------------
+    @property
+    def saturated(self) -> bool:
+        """Every admission slot is held: readiness turns false so a load balancer sends elsewhere until one frees."""
+        return self.admitted >= self.settings.max_pending_requests
+
     def serving(self) -> Batcher:
         """The batcher, or 503 while no model is loaded (requests already received are served while draining)."""
         if self.batcher is None or self.model is None:

@@ -95,6 +95,41 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         default=16 << 10, ge=1024, description="Largest total size of request headers in bytes (431 above)."
     )
+    header_limit_while_reading: bool = Field(
+        default=True,
+        description="Count the request line and headers against max_header_bytes as they arrive, before the "
+        "parser buffers them (431 and close past it, in work bounded by the limit); false = only after the "
+        "whole block is parsed (stock httptools).",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Seconds from a connection's start, or its previous response, to a complete header block; "
+        "past it 408 and close (a connection that sent nothing is just closed). 0 = no limit (stock uvicorn).",
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Seconds from the end of a request's headers to the end of its body; past it 408 and close, "
+        "and the request leaves admission at once. 0 = no limit (stock uvicorn).",
+    )
+    max_pipelined: int = Field(
+        default=8,
+        ge=0,
+        le=1024,
+        description="Requests one connection may have parsed and not yet answered; at the limit the server stops "
+        "reading from it until responses drain (bounds memory per connection). 0 = unbounded (stock uvicorn).",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Open connections past which a new connection may only ask the probes (/health, /ready, "
+        "/v2/health/*) and gets a JSON 503 for anything else; existing connections are untouched. Default: 3/4 of "
+        "the open-file limit (RLIMIT_NOFILE), so the process keeps descriptors for its own files; 0 = no cap.",
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Accepted X-API-Key values (comma-separated in EDGE_API_KEYS)."
     )
@@ -226,6 +261,17 @@ class Settings(BaseSettings):
             if name == "api_keys":
                 value = ",".join(k.get_secret_value() for k in value)
             os.environ[f"EDGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    def connection_cap(self) -> int:
+        """`max_connections`, or 3/4 of this process's soft open-file limit when it is not set (0: no cap)."""
+        if self.max_connections is not None:
+            return self.max_connections
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return 0
+        return max(64, soft * 3 // 4)
 
     def model_path(self, version: str | None = None) -> Path:
         """Directory of the model to serve: model_dir, or model_dir/<version> when a version is named."""

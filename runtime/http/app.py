@@ -6,6 +6,7 @@ service core and the shared HTTP helpers, never this module or each other.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -21,7 +22,7 @@ from runtime.http.errors import HANDLERS, error_body, json_response
 from runtime.http.middleware import EdgeMiddleware, JSONCORSMiddleware
 from runtime.http.openapi import openapi_schema
 from runtime.http.predict import PredictEndpoint, predict_batch
-from runtime.http.request import read_json_body, request_id
+from runtime.http.request import check_json_type, read_json_body, request_id
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.schemas import ReloadRequest
 from runtime.service import ModelLoader, Service, default_model_loader
@@ -36,8 +37,8 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     service: Service = request.app.state.service
-    if not service.ready or service.model is None:
-        reason = "draining" if service.draining else "loading"
+    if not service.ready or service.model is None or service.saturated:
+        reason = "draining" if service.draining else "saturated" if service.saturated else "loading"
         return json_response(503, error_body(f"not ready: {reason}", "NOT_READY", rid=request_id(request.scope)))
     info = service.model.info
     return json_response(
@@ -73,7 +74,12 @@ async def admin_reload(request: Request) -> Response:
     if service.model is None or service.draining:
         raise NotReady("no model is being served")
     version = None
-    if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        # Even with no body: a browser form POST (a "simple" cross-origin request, no preflight) must not reload.
+        check_json_type(content_type)
+    if has_body:
         body = await read_json_body(request, _RELOAD_BODY_LIMIT)
         version = ReloadRequest.model_validate_json(body).version
     old, new = await service.reload(version)
@@ -104,6 +110,10 @@ def create_app(
         service.start()
         for hook in on_start:
             hook(service)
+        # What start-up built (the model, the app, imported modules) lives as long as the process: out of the
+        # collector's generations, a full collection under load walks only what requests allocate (measured
+        # during a pipelining flood: the normal client's worst request 143 -> 70 ms).
+        gc.freeze()
         try:
             yield
         finally:
@@ -123,6 +133,8 @@ def create_app(
         *stream.routes(service),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict(HANDLERS))
+    # No 307 to the path with(out) a trailing slash: its Location would be built from the client's Host header.
+    app.router.redirect_slashes = False
     app.state.service = service
     app.add_middleware(
         EdgeMiddleware,

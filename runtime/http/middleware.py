@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -113,6 +114,9 @@ class EdgeMiddleware:
         self.metrics.in_flight.inc()
         try:
             await (direct or self.app)(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            # The client went, or the server cut a body that took too long (EDGE_BODY_TIMEOUT_S): no one to answer.
+            status = 499
         except Exception as exc:
             log.exception("unhandled error", extra={"request_id": rid, "path": scope.get("path")})
             if started:

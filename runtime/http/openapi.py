@@ -109,7 +109,7 @@ def _service_paths() -> dict[str, Any]:
                 "security": OPEN,
                 "responses": {
                     "200": response("Ready", ref("Ready")),
-                    "503": response("Not ready: loading or draining (code NOT_READY)", ref("ErrorResponse")),
+                    "503": response("Not ready: loading, draining or saturated (code NOT_READY)", ref("ErrorResponse")),
                     **errors(),
                 },
             }

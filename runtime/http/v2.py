@@ -21,7 +21,8 @@ enforces per candle: every value finite in float32, prices (open, high, low, clo
 /predict there are no OHLC range cross-checks: this is a tensor API and the caller owns candle validity.
 
 Errors follow the protocol: ``{"error": "<message>"}`` with 400 (malformed), 401 (API key), 404 (unknown model
-or version), 413 (body over ``max_body_bytes``), 415 (content encoding), 503 (not ready or overloaded) and
+or version), 413 (body over ``max_body_bytes``), 415 (content encoding, or a Content-Type other than
+``application/json``, ``application/octet-stream`` or none), 503 (not ready or overloaded) and
 504 (deadline). Health and metadata stay open, like /health and /ready; inference needs the API key when the
 service has keys.
 """
@@ -30,12 +31,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import numpy as np
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -51,6 +53,7 @@ from runtime.http.v2_tensors import (
     MAX_INFER_WINDOWS,
     InferenceRequest,
     binary_outputs,
+    check_content_type,
     decompress,
     parse_header,
     split_body,
@@ -58,6 +61,8 @@ from runtime.http.v2_tensors import (
 )
 from runtime.predictions import audit_record
 from runtime.service import Service
+
+log = logging.getLogger("runtime.http")
 
 SERVER_NAME: Final = "neuraltrade-edge"
 PLATFORM: Final = "onnxruntime_onnx"
@@ -84,7 +89,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _v2_errors(endpoint: Endpoint) -> Endpoint:
-    """Answer with the protocol's ``{"error"}`` body here, so the service-wide handler does not reshape it."""
+    """Answer with the protocol's ``{"error"}`` body here, so the service-wide handler does not reshape it; an
+    unexpected exception too (a 500 in the same shape, its text only in the log)."""
 
     @functools.wraps(endpoint)
     async def wrapped(request: Request) -> Response:
@@ -92,6 +98,11 @@ def _v2_errors(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         except EdgeError as e:
             return _error(e)
+        except ClientDisconnect:
+            raise
+        except Exception:
+            log.exception("unhandled error on a v2 route", extra={"path": request.url.path})
+            return json_response(500, {"error": "internal server error"})
 
     return wrapped
 
@@ -113,7 +124,7 @@ def _served_version(request: Request) -> tuple[Service, str]:
 
 
 def _ready(service: Service) -> bool:
-    return service.ready and service.model is not None and service.batcher is not None
+    return service.ready and service.model is not None and service.batcher is not None and not service.saturated
 
 
 # -- body ----------------------------------------------------------------------------------------------------
@@ -176,6 +187,7 @@ async def infer(request: Request) -> Response:
 async def _infer(request: Request, service: Service, version: str) -> Response:
     batcher = service.serving()
     service.authorize(request.headers.get("x-api-key"))
+    check_content_type(request.headers.get("content-type"))
     body = await _read_body(request, service.settings.max_body_bytes)
     header, tail = split_body(body, request.headers.get(HEADER_LENGTH))
     req = parse_header(header)

@@ -70,7 +70,10 @@ class RequestedOutput(BaseModel):
 
 class RequestParameters(_Parameters):
     binary_data_output: StrictBool = False
-    timeout: StrictInt | None = Field(default=None, gt=0, description="Triton's request timeout, microseconds.")
+    # Triton's field is a uint64: larger integers are a 400, not an overflow when turned into seconds.
+    timeout: StrictInt | None = Field(
+        default=None, gt=0, le=2**64 - 1, description="Triton's request timeout, microseconds."
+    )
 
 
 class InferenceRequest(BaseModel):
@@ -118,6 +121,21 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if not 0 < n <= len(body):
         raise BadRequest(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes")
     return body[:n], body[n:]
+
+
+#: What an infer body may be labelled: JSON, Triton's binary extension, or nothing (tritonclient sends no
+#: Content-Type). A browser form or text/plain POST (a "simple" cross-origin request) is refused.
+_INFER_TYPES: Final = ("", "application/json", "application/octet-stream")
+
+
+def check_content_type(content_type: str | None) -> None:
+    """415 unless the infer body's Content-Type is one the protocol documents (or absent)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type not in _INFER_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type '{(content_type or '')[:100]}' is not supported; send 'application/json' or, with "
+            "Inference-Header-Content-Length, 'application/octet-stream'"
+        )
 
 
 def parse_header(raw: bytes) -> InferenceRequest:

@@ -1,13 +1,16 @@
 """Process model: uvicorn with one in-process app, or N worker processes sharing the port.
 
 The uvicorn-internal tweaks live in this package, each behind a setting that falls back to stock uvicorn:
-`EDGE_COALESCE_WRITES` (`transport.py`: a response's header block and body in one write), `EDGE_INLINE_WHEN_IDLE`
+`EDGE_COALESCE_WRITES` (`transport.py`: a response's header block and body in one write), the connection limits
+`EDGE_HEADER_TIMEOUT_S`, `EDGE_BODY_TIMEOUT_S`, `EDGE_MAX_PIPELINED` and the header budget `EDGE_MAX_HEADER_BYTES`
+(`protocol.py`; with all of them and coalescing off, stock httptools), `EDGE_INLINE_WHEN_IDLE`
 (reads `Server.server_state.tasks` to know when a request is alone) and `EDGE_DRAIN_DELAY_S` (`signals.py`: chains
 onto uvicorn's signal handlers). pyproject pins uvicorn to the range the tests ran.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -17,6 +20,7 @@ from starlette.applications import Starlette
 
 from runtime.http.app import create_app
 from runtime.manifest import Manifest
+from runtime.server.protocol import EdgeHttpProtocol, ProtocolLimits
 from runtime.server.signals import SERVER_HOOKS
 from runtime.service import default_model_loader
 from runtime.session import Model
@@ -32,12 +36,14 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         loop = "uvloop"
     except ImportError:  # pragma: no cover - uvloop is a base dependency on Linux
         loop = "asyncio"
+    limits = protocol_limits(settings)
     return {
         "host": settings.host,
         "port": settings.port,
         "loop": loop,
-        # httptools; with EDGE_COALESCE_WRITES a response's headers and body leave in one write (transport.py).
-        "http": "runtime.server.transport:EdgeHttpProtocol" if settings.coalesce_writes else "httptools",
+        # httptools, through EdgeHttpProtocol unless every tweak it carries is off (protocol.py). A partial of a
+        # module-level class with a frozen dataclass pickles, so worker processes (spawned) get it too.
+        "http": functools.partial(EdgeHttpProtocol, limits=limits) if limits.active else "httptools",
         "lifespan": "on",
         "access_log": False,
         "log_config": None,
@@ -55,6 +61,17 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         # bounded by the batcher's queue instead (JSON 503 + Retry-After); connection counts belong to the proxy.
         "backlog": 2048,
     }
+
+
+def protocol_limits(settings: Settings) -> ProtocolLimits:
+    return ProtocolLimits(
+        coalesce_writes=settings.coalesce_writes,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_pipelined=settings.max_pipelined,
+        max_header_bytes=settings.max_header_bytes if settings.header_limit_while_reading else 0,
+        max_connections=settings.connection_cap(),
+    )
 
 
 def _tune_interpreter(settings: Settings) -> None:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from runtime.errors import ReloadFailed
+from runtime.errors import NotReady, ReloadFailed, ReloadInProgress
 from runtime.service import Service
 
 log = logging.getLogger("runtime.server")
@@ -55,6 +55,8 @@ def reload_on_sighup(service: Service) -> None:
                 await service.reload()
             except ReloadFailed:
                 pass  # already logged with the reason; the old model keeps serving
+            except (ReloadInProgress, NotReady) as e:
+                log.warning("SIGHUP ignored: %s", e.message)
 
         task = loop.create_task(run())
         service.background.add(task)  # the loop keeps only weak references to tasks

@@ -1,11 +1,11 @@
-"""uvicorn's httptools protocol, with each response's status line, headers and body sent in one write.
+"""A transport for uvicorn's httptools protocol that sends each response's status line, headers and body in one write.
 
 uvicorn writes the status line and headers when the app sends ``http.response.start`` and the body when it sends
 ``http.response.body``: two ``send()`` calls, so with TCP_NODELAY two segments and two wake-ups of the client
-for a response of a few hundred bytes. `EdgeHttpProtocol` hands uvicorn a transport that holds a header block
-until the body follows, then writes both at once. Nothing is held past the current event-loop step: a response
-whose body comes later (streaming, or the 100-continue interim line) gets its header block at the end of the
-step, so a client never waits on it.
+for a response of a few hundred bytes. `CoalescingTransport` (which `protocol.EdgeHttpProtocol` hands uvicorn)
+holds a header block until the body follows, then writes both at once. Nothing is held past the current event-loop
+step: a response whose body comes later (streaming, or the 100-continue interim line) gets its header block at the
+end of the step, so a client never waits on it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from typing import Any
-
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _STATUS_LINE = b"HTTP/1."
 _END_OF_HEADERS = b"\r\n\r\n"
@@ -82,15 +80,3 @@ class CoalescingTransport:
     def __getattr__(self, name: str) -> Any:
         # Everything else (get_extra_info, pause_reading, is_closing, ...) is the real transport's.
         return getattr(self._transport, name)
-
-
-class EdgeHttpProtocol(HttpToolsProtocol):
-    """`HttpToolsProtocol` writing through a `CoalescingTransport` (``uvicorn --http runtime.server.transport:...``)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._coalescing = CoalescingTransport(transport, self.loop)
-        super().connection_made(self._coalescing)  # type: ignore[arg-type]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._coalescing.discard()
-        super().connection_lost(exc)

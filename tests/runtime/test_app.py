@@ -327,6 +327,42 @@ def test_unknown_route_and_method_are_json(make_client: Any) -> None:
     _assert_error(client.get("/predict"), 405, "METHOD_NOT_ALLOWED")
 
 
+@pytest.mark.parametrize("path", ["/predict/", "/health/", "/v2/health/live/"])
+def test_a_trailing_slash_is_a_404_not_a_redirect_built_from_host(make_client: Any, path: str) -> None:
+    client = make_client(drift_sample_rate=0)
+    response = client.request(
+        "POST" if path.startswith("/predict") else "GET",
+        path,
+        headers={**JSON, "host": "evil.example"},
+        follow_redirects=False,
+    )
+    assert "location" not in response.headers
+    _assert_error(response, 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status"),
+    [
+        pytest.param(b"", {"content-type": "application/x-www-form-urlencoded"}, 415, id="empty-form-post"),
+        pytest.param(b"", {"content-type": "text/plain"}, 415, id="empty-text-plain"),
+        pytest.param(b'{"version": null}', {"content-type": "text/plain"}, 415, id="json-as-text-plain"),
+        pytest.param(b'{"version": null}', {}, 415, id="body-without-type"),
+        pytest.param(b"", {}, 200, id="no-body-no-type"),
+        pytest.param(b"", JSON, 200, id="no-body-json"),
+        pytest.param(b"{}", JSON, 200, id="json-body"),
+    ],
+)
+def test_admin_reload_takes_only_json(make_client: Any, content: bytes, headers: dict[str, str], status: int) -> None:
+    """Without keys a cross-origin form or text/plain POST needs no preflight: it must not reload the model."""
+    client = make_client(drift_sample_rate=0)
+    response = client.post("/admin/reload", content=content, headers=headers)
+    if status == 200:
+        assert response.status_code == 200 and response.json()["status"] == "reloaded", response.text
+    else:
+        _assert_error(response, status, "UNSUPPORTED_MEDIA_TYPE")
+    assert client.get("/ready").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [

@@ -150,3 +150,45 @@ def test_access_log_has_no_keys_or_payloads(make_client: Any, caplog: pytest.Log
     assert records and records[-1].__dict__["status"] == 200 and records[-1].__dict__["route"] == "/predict"
     text = caplog.text + " ".join(str(r.__dict__) for r in records)
     assert "very-secret-key-1" not in text and "ohlcv" not in text
+
+
+def test_a_concurrent_reload_is_refused_not_queued(committed_model_dir: Path) -> None:
+    """One reload at a time: a second one while the first loads gets RELOAD_IN_PROGRESS at once; then one drift
+    monitor remains (the reload waited for the previous reference and stopped the old monitor)."""
+    import asyncio
+    import threading
+
+    from runtime.errors import ReloadInProgress
+    from runtime.service import Service, default_model_loader
+    from runtime.settings import Settings
+
+    settings = Settings(model_dir=committed_model_dir, intra_op_threads=1, precision="int8", drift_sample_rate=1)
+    release = threading.Event()
+    calls = []
+
+    def loader(s: Settings, version: str | None) -> Any:
+        calls.append(version)
+        if len(calls) > 1:
+            release.wait(10)  # the reload's load, held until the second reload has been refused
+        return default_model_loader(s, version)
+
+    async def main() -> None:
+        service = Service.from_settings(settings, loader)
+        service.start()
+        service.wait_for_drift_loader()
+        first_monitor = service.drift
+        first = asyncio.create_task(service.reload())
+        await asyncio.sleep(0.05)
+        with pytest.raises(ReloadInProgress, match="already in progress"):
+            await service.reload()
+        release.set()
+        await first
+        service.wait_for_drift_loader()
+        assert service.drift is not None and service.drift is not first_monitor
+        assert [t.name for t in threading.enumerate()].count("edge-drift") == 1  # the first one was stopped
+        await service.stop()
+        assert service.drift is None
+        assert "edge-drift" not in [t.name for t in threading.enumerate()]
+
+    asyncio.run(main())
+    assert len(calls) == 2

@@ -253,7 +253,19 @@ def test_stock_uvicorn_paths_serve_the_same_answers(tmp_path: Path) -> None:
     body = _predict_body(seed=5)
     with server(tmp_path) as (_, port):
         tuned = _request(port, "POST", "/predict", body, AUTH)
-    stock_flags = ("--no-coalesce-writes", "--no-inline-when-idle", "--drain-delay-s", "0")
+    stock_flags = (
+        "--no-coalesce-writes",
+        "--no-inline-when-idle",
+        "--drain-delay-s",
+        "0",
+        "--header-timeout-s",
+        "0",
+        "--body-timeout-s",
+        "0",
+        "--max-pipelined",
+        "0",
+        "--no-header-limit-while-reading",
+    )
     with server(tmp_path, *stock_flags) as (proc, port):
         stock = _request(port, "POST", "/predict", body, AUTH)
         proc.send_signal(signal.SIGTERM)

@@ -426,6 +426,32 @@ _GZIP_BOMB = gzip.compress(b"0" * (1 << 20))
         ),
         pytest.param(INFER, _body(), {"X-Deadline-Ms": "soon"}, 400, "X-Deadline-Ms", id="bad-deadline"),
         pytest.param(INFER, {**_body(), "parameters": {"timeout": 1}}, {}, 504, "deadline passed", id="timeout-1us"),
+        pytest.param(
+            INFER,
+            {**_body(), "parameters": {"timeout": 10**400}},
+            {},
+            400,
+            "parameters.timeout",
+            id="timeout-400-digits",
+        ),
+        pytest.param(
+            INFER,
+            {**_body(), "parameters": {"timeout": 2**64}},
+            {},
+            400,
+            "parameters.timeout",
+            id="timeout-over-uint64",
+        ),
+        pytest.param(INFER, _body(), {"Content-Type": "text/plain"}, 415, "'text/plain'", id="text-plain"),
+        pytest.param(
+            INFER,
+            b"a=1",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            415,
+            "is not supported",
+            id="form-post",
+        ),
+        pytest.param(INFER, b"", {"Content-Type": "multipart/form-data; boundary=x"}, 415, "multipart", id="multipart"),
     ],
 )
 def test_v2_refuses_bad_requests_before_running_them(
@@ -434,6 +460,18 @@ def test_v2_refuses_bad_requests_before_running_them(
     response = shared_client.post(path, content=_raw(body), headers=headers)
     _assert_v2_error(response, status, match)
     assert shared_client.get("/v2/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json", "application/json; charset=utf-8", "application/octet-stream"]
+)
+def test_v2_infer_accepts_its_documented_content_types(shared_client: TestClient, content_type: str | None) -> None:
+    """JSON, the binary extension's octet-stream, or none at all (what tritonclient sends)."""
+    content, headers = _binary(_binary_header(), WINDOW.tobytes())
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    response = shared_client.post(INFER, content=content, headers=headers)
+    assert response.status_code == 200, response.text
 
 
 def test_v2_limits_body_size_and_window_count_from_settings(make_client: Callable[..., TestClient]) -> None:
