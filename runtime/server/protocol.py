@@ -267,6 +267,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             return False
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
+                # The connection now belongs to the WebSocket protocol (its own idle limit, EDGE_STREAM_IDLE_S):
+                # a header timer armed as the upgrade request completed would otherwise close it mid-stream.
+                self._cancel_timers()
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
