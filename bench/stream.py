@@ -56,7 +56,9 @@ class Feed:
         self.rows = rows.tolist()
         # The price and volume part of each row's JSON, serialized once: a load client must not spend more CPU
         # building a one-candle message than the /predict client spends resending its prebuilt body.
-        self._tails = [json.dumps(dict(zip(("open", "high", "low", "close", "volume"), r, strict=True)))[1:] for r in self.rows]
+        self._tails = [
+            json.dumps(dict(zip(("open", "high", "low", "close", "volume"), r, strict=True)))[1:] for r in self.rows
+        ]
 
     def candle(self, i: int) -> dict[str, Any]:
         o, h, lo, c, v = self.rows[i % len(self.rows)]
