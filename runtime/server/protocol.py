@@ -32,17 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
-from dataclasses import dataclass
 from typing import Any
 
 import httptools
-from starlette.types import Receive, Scope, Send
 from uvicorn._types import ASGI3Application
-from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from runtime.http.errors import error_body
+from runtime.server.limits import GatedFlow, ProtocolLimits, error_response, too_many_connections
 from runtime.server.transport import CoalescingTransport
 
 _END_OF_HEAD = b"\r\n\r\n"
@@ -52,65 +48,10 @@ _LINGER_BYTES = 2 << 20
 _LINGER_S = 1.0
 
 
-@dataclass(frozen=True)
-class ProtocolLimits:
-    """What `EdgeHttpProtocol` enforces; 0 / False turns a part off (see the module docstring)."""
-
-    coalesce_writes: bool = True
-    header_timeout_s: float = 0.0
-    body_timeout_s: float = 0.0
-    max_pipelined: int = 0
-    max_header_bytes: int = 0
-    max_connections: int = 0
-
-    @property
-    def shapes_reads(self) -> bool:
-        """True when incoming bytes must go through `EdgeHttpProtocol._feed` rather than uvicorn's own path."""
-        return bool(self.header_timeout_s or self.body_timeout_s or self.max_pipelined or self.max_header_bytes)
-
-    @property
-    def any_read_limit(self) -> bool:
-        return self.shapes_reads or bool(self.max_connections)
-
-    @property
-    def active(self) -> bool:
-        return self.coalesce_writes or self.any_read_limit
-
-
-class _GatedFlow(FlowControl):
-    """uvicorn's flow control, except that nothing resumes reading while the pipelining gate is closed."""
-
-    gated = False
-
-    def resume_reading(self) -> None:
-        if not self.gated:
-            super().resume_reading()
-
-
 _PROBES = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})
 #: Methods of the routes that never run the model: every model route is a POST (or the /stream upgrade, which
 #: the WebSocket protocol starts, not this one).
 _MODEL_FREE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
-    body = json.dumps(error_body("too many connections; retry shortly", "OVERLOADED"), separators=(",", ":"))
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(body)),
-        (b"retry-after", b"1"),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body.encode()})
-
-
-def _error_response(status: int, reason: bytes, message: str, code: str) -> bytes:
-    body = json.dumps(error_body(message, code), separators=(",", ":")).encode()
-    return (
-        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-        % (status, reason, len(body))
-    ) + body
 
 
 class EdgeHttpProtocol(HttpToolsProtocol):
@@ -149,7 +90,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._over_cap = bool(self.limits.max_connections) and len(self.connections) > self.limits.max_connections
         if self.limits.max_pipelined:
-            self.flow = _GatedFlow(transport)
+            self.flow = GatedFlow(transport)
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -186,12 +127,12 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if not respond:
             self.transport.close()
             return
-        self.transport.write(_error_response(status, reason, message, code))
+        self.transport.write(error_response(status, reason, message, code))
         # Lingering close: send the answer and a FIN, then read and drop what the client is still sending for a
         # bounded time and size. Closing with unread bytes would send a reset that can destroy the answer.
         self._linger_left = _LINGER_BYTES
         self._linger_timer = self.loop.call_later(_LINGER_S, self.transport.close)
-        if isinstance(self.flow, _GatedFlow):
+        if isinstance(self.flow, GatedFlow):
             self.flow.gated = False
         self.flow.resume_reading()
         try:
@@ -210,7 +151,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             super().data_received(data)
             return
         self._unset_keepalive_if_required()
-        if isinstance(self.flow, _GatedFlow) and self.flow.gated:
+        if isinstance(self.flow, GatedFlow) and self.flow.gated:
             # Something resumed the transport while the gate is closed: keep this read, pause again.
             self._stash += data
             self.flow.read_paused = False
@@ -294,14 +235,14 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     # -- pipelining gate -------------------------------------------------------------------------------------
     def _close_gate(self, data: bytes, pos: int) -> None:
-        assert isinstance(self.flow, _GatedFlow)
+        assert isinstance(self.flow, GatedFlow)
         self._stash, self._stash_pos = data, pos
         self.flow.gated = True
         self.flow.pause_reading()
 
     def _open_gate(self) -> None:
         flow = self.flow
-        if not isinstance(flow, _GatedFlow) or not flow.gated:
+        if not isinstance(flow, GatedFlow) or not flow.gated:
             return
         if self._outstanding() >= self.limits.max_pipelined:
             return
@@ -321,7 +262,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._over_cap and not self._is_probe():
             # uvicorn picks the app for this request inside on_headers_complete: hand it the 503 for this one.
-            app, self.app = self.app, _too_many_connections
+            app, self.app = self.app, too_many_connections
             try:
                 super().on_headers_complete()
             finally:

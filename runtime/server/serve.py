@@ -22,7 +22,8 @@ from starlette.applications import Starlette
 
 from runtime.http.app import create_app
 from runtime.manifest import Manifest
-from runtime.server.protocol import EdgeHttpProtocol, ProtocolLimits
+from runtime.server.limits import ProtocolLimits
+from runtime.server.protocol import EdgeHttpProtocol
 from runtime.server.signals import SERVER_HOOKS
 from runtime.service import default_model_loader
 from runtime.session import Model
