@@ -33,7 +33,7 @@ from runtime.http.openapi_components import (
     ref,
     response,
 )
-from runtime.http.v2_tensors import MAX_INFER_WINDOWS, InferenceRequest
+from runtime.http.v2_tensors import InferenceRequest
 from runtime.schemas import (
     DEFAULT_EXCHANGES,
     BatchPredictionRequest,
@@ -42,6 +42,7 @@ from runtime.schemas import (
     PredictionResponse,
     ReloadRequest,
 )
+from runtime.tensors import MAX_INFER_WINDOWS
 
 
 def _predict_paths(exchange: str) -> dict[str, Any]:
