@@ -239,12 +239,13 @@ class Service:
             raise NotReady("model is not loaded yet")
         return self.batcher
 
-    def authorize(self, supplied: str | None) -> None:
-        """401 unless `supplied` is one of the keys (or none are set); then 429 if that key has used its rate."""
+    def authorize(self, supplied: str | None, carrier: str = "X-API-Key header") -> None:
+        """401 unless `supplied` is one of the keys (or none are set); then 429 if that key has used its rate.
+        `carrier` names where the protocol carries the key, for the message."""
         matched = -1  # without keys, every caller shares one bucket
         if self.api_keys:
             if supplied is None:
-                raise Unauthorized("missing X-API-Key header")
+                raise Unauthorized(f"missing {carrier}")
             candidate = supplied.encode()
             for i, key in enumerate(self.api_keys):  # no early exit: the time taken does not depend on the match
                 if hmac.compare_digest(candidate, key):

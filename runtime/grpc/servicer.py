@@ -8,6 +8,7 @@ gRPC status codes (`STATUS`) with the service's message; a refusal that asks the
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -79,6 +80,16 @@ def _rpc(method: Method[Req, Resp]) -> Method[Req, Resp]:
             await context.abort(code, e.message)
         except grpc.aio.AbortError:
             raise
+        except asyncio.CancelledError:
+            # grpc cancels the call when its deadline passes or the client goes away; a request still queued is
+            # then never computed (its future is cancelled), the same outcome as the batcher's deadline check.
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+                self.service.metrics.rejected.labels("deadline").inc()
+            else:
+                code = grpc.StatusCode.CANCELLED
+            raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
             log.exception("unhandled error in a gRPC method", extra={"method": name})
@@ -146,7 +157,7 @@ class Servicer:
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
         service = self.service
         if service.settings.metrics_require_key:
-            service.authorize(_metadata(context, "x-api-key"))
+            service.authorize(_metadata(context, "x-api-key"), carrier="x-api-key metadata")
         # An empty name asks for every model, which is this one (Triton's rule).
         info = served_model(service, request.name or MODEL_NAME, request.version)
         return _from_dict(model_statistics(service.metrics.stats, info), pb.ModelStatisticsResponse())
@@ -156,7 +167,7 @@ class Servicer:
         service = self.service
         with service.admission():  # as every protocol: shed before the input is decoded
             batcher = service.serving()
-            service.authorize(_metadata(context, "x-api-key"))
+            service.authorize(_metadata(context, "x-api-key"), carrier="x-api-key metadata")
             served_model(service, request.model_name, request.model_version)
             windows = windows_of(request, max_windows(batcher.max_queue))
             check_requested_outputs(request)
