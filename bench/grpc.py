@@ -12,10 +12,11 @@ process and event loop. The same real window (the last 60 S&P 500 days) goes as:
   one ``grpc.aio`` channel per connection (a local subchannel pool, so channels do not share a connection).
 
 Before measuring, both answers are checked equal bit for bit. First each protocol alone: liveness calls
-(``GET /v2/health/live``, ``ServerLive``: no model, no body) one after another, with the server's CPU per call. Latency at one connection: closed loop, the two
-protocols alternating in slices so machine noise hits both alike (p50/p99 per request). Throughput: N connections
-closed loop per protocol, one after the other, with the server's CPU time per request (from /proc). Every client is Python asyncio (uvloop) on the same machine as the
-server, so the figures include the clients' own CPU: they compare the two protocols in one run, not capacity.
+(``GET /v2/health/live``, ``ServerLive``: no model, no body) one after another, with the server's CPU per call.
+Latency at one connection: closed loop, the two protocols alternating in slices so machine noise hits both alike
+(p50/p99 per request). Throughput: N connections closed loop per protocol, one after the other, with the server's
+CPU time per request (from /proc). Every client is Python asyncio (uvloop) on the same machine as the server, so
+the figures include the clients' own CPU: they compare the two protocols in one run, not capacity.
 """
 
 from __future__ import annotations
