@@ -15,8 +15,9 @@ Before measuring, both answers are checked equal bit for bit. First each protoco
 (``GET /v2/health/live``, ``ServerLive``: no model, no body) one after another, with the server's CPU per call.
 Latency at one connection: closed loop, the two protocols alternating in slices so machine noise hits both alike
 (p50/p99 per request). Throughput: N connections closed loop per protocol, one after the other, with the server's
-CPU time per request (from /proc). Every client is Python asyncio (uvloop) on the same machine as the server, so
-the figures include the clients' own CPU: they compare the two protocols in one run, not capacity.
+CPU time per request (from /proc) and the clients' (this process). Every client is Python asyncio (uvloop) on the
+same machine as the server, so the figures include the clients' own CPU: they compare the two protocols in one run,
+not capacity.
 """
 
 from __future__ import annotations
@@ -238,11 +239,12 @@ def run(seconds: float, connections: int, model_dir: Path) -> dict[str, Any]:
             ("grpc", [GrpcConnection(grpc_port, grpc_request(window)) for _ in range(connections)]),
         ):
             server.wait_idle()
-            cpu = server.cpu_seconds()
+            cpu, client_cpu = server.cpu_seconds(), time.process_time()
             done, elapsed = loop_run(_throughput(conns, seconds))
             out[f"{name}_n_rps"] = done / elapsed
-            # The server's own CPU per request (the clients share the machine; this leaves them out).
+            # CPU per request of the server and of this process's clients (all its threads): they share the cores.
             out[f"{name}_n_server_cpu_us"] = (server.cpu_seconds() - cpu) / max(done, 1) * 1e6
+            out[f"{name}_n_client_cpu_us"] = (time.process_time() - client_cpu) / max(done, 1) * 1e6
         out["server_rss_mb"] = server.memory()["rss_mb"]
     finally:
         server.stop()
@@ -254,16 +256,16 @@ def report(r: dict[str, Any]) -> str:
     hl, gl = r["http_live"], r["grpc_live"]
     return "\n".join(
         [
-            f"| protocol | 1 connection p50 (ms) | p99 (ms) | {n} connections (req/s) | server CPU per request (µs) |",
-            "|---|---|---|---|---|",
+            f"| protocol | 1 conn. p50 (ms) | p99 (ms) | {n} conn. (req/s) | server CPU/req (µs) | client CPU (µs) |",
+            "|---|---|---|---|---|---|",
             f"| v2 HTTP, binary tensors | {h['p50_ms']:.3f} | {h['p99_ms']:.3f} | {r['http_n_rps']:.0f} | "
-            f"{r['http_n_server_cpu_us']:.0f} |",
+            f"{r['http_n_server_cpu_us']:.0f} | {r['http_n_client_cpu_us']:.0f} |",
             f"| v2 gRPC, raw_input_contents | {g['p50_ms']:.3f} | {g['p99_ms']:.3f} | {r['grpc_n_rps']:.0f} | "
-            f"{r['grpc_n_server_cpu_us']:.0f} |",
+            f"{r['grpc_n_server_cpu_us']:.0f} | {r['grpc_n_client_cpu_us']:.0f} |",
             f"| protocol alone: GET /v2/health/live | {hl['p50_ms']:.3f} | {hl['p99_ms']:.3f} | | "
-            f"{hl['server_cpu_us']:.0f} |",
+            f"{hl['server_cpu_us']:.0f} | |",
             f"| protocol alone: gRPC ServerLive | {gl['p50_ms']:.3f} | {gl['p99_ms']:.3f} | | "
-            f"{gl['server_cpu_us']:.0f} |",
+            f"{gl['server_cpu_us']:.0f} | |",
             "",
             f"gRPC / HTTP: p50 {g['p50_ms'] / h['p50_ms']:.2f}x, p99 {g['p99_ms'] / h['p99_ms']:.2f}x at 1 connection; "
             f"{r['grpc_n_rps'] / r['http_n_rps']:.2f}x the requests/s at {n} connections "

@@ -444,3 +444,22 @@ def test_the_grpc_extra_missing_stops_start_up_with_the_install_command(monkeypa
     monkeypatch.setitem(__import__("sys").modules, "grpc", None)  # what `import grpc` sees without the extra
     with pytest.raises(ConfigurationError, match=r"pip install 'neuraltrade-edge\[grpc\]'"):
         protocol_servers(Settings(grpc_port=50051))
+
+
+def test_a_request_over_the_body_limit_is_refused_by_grpc(serve: Callable[..., Served]) -> None:
+    served = serve(max_body_bytes=64 * 1024)
+    with pytest.raises(grpc.RpcError) as info:
+        served.raw_infer(_raw_request(market_windows(100, seed=2)))  # 120,000 bytes of tensor
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert served.stats()["inference_stats"]["success"]["count"] == 0
+
+
+def test_a_taken_grpc_port_stops_start_up(committed_model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(model_dir=committed_model_dir, intra_op_threads=1, drift_sample_rate=0, grpc_port=port)
+        client = TestClient(create_app(settings, servers=[grpc_server]))
+        with pytest.raises(ConfigurationError, match=f"cannot bind gRPC to 127.0.0.1:{port}"):
+            client.__enter__()
