@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from runtime.constants import MODEL_NAME, OUTPUT_NAME
-from runtime.errors import DeadlineExceeded, EdgeError, InferenceFailed, NotReady, Overloaded
+from runtime.errors import BadRequest, DeadlineExceeded, EdgeError, InferenceFailed, NotReady, Overloaded
 from runtime.grpc import edge_inference_pb2 as pb
 from runtime.grpc.tensors import check_requested_outputs, windows_of
 from runtime.predictions import audit_record
@@ -110,10 +110,22 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | No
     return None
 
 
-def _deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
-    """The client's gRPC deadline on the batcher's clock: work still queued when it passes is not computed."""
+def _deadline(context: grpc.aio.ServicerContext[Any, Any], request: pb.ModelInferRequest) -> float | None:
+    """The earlier of the client's gRPC deadline and Triton's ``timeout`` parameter (microseconds), on the batcher's
+    clock: work still queued when it passes is not computed."""
+    now = time.perf_counter()
+    deadlines = []
     remaining = context.time_remaining()
-    return None if remaining is None else time.perf_counter() + remaining
+    if remaining is not None:
+        deadlines.append(now + remaining)
+    if "timeout" in request.parameters:
+        param = request.parameters["timeout"]
+        kind = param.WhichOneof("parameter_choice")
+        value = getattr(param, kind) if kind in ("int64_param", "uint64_param") else None
+        if not isinstance(value, int) or value <= 0:
+            raise BadRequest("parameters.timeout must be a positive int64 or uint64 number of microseconds")
+        deadlines.append(now + value / 1e6)
+    return min(deadlines) if deadlines else None
 
 
 def _from_dict(data: dict[str, Any], message: Resp) -> Resp:
@@ -171,7 +183,7 @@ class Servicer:
             served_model(service, request.model_name, request.model_version)
             windows = windows_of(request, max_windows(batcher.max_queue))
             check_requested_outputs(request)
-            result, info = await service.run_windows(windows, deadline=_deadline(context))
+            result, info = await service.run_windows(windows, deadline=_deadline(context, request))
             probs = result.probabilities  # (n, 3)
             if not np.isfinite(probs).all():
                 raise InferenceFailed("the model produced non-finite probabilities for this input")

@@ -388,6 +388,25 @@ def test_grpc_deadline_passing_in_the_queue_is_deadline_exceeded_and_not_compute
     assert 'edge_rejected_total{reason="deadline"} 1.0' in served.http.get("/metrics").text
 
 
+def test_tritons_timeout_parameter_is_a_deadline_too(serve: Callable[..., Served]) -> None:
+    served = serve(loader=_slow_loader(0.4))
+    windows = market_windows(1, seed=5)
+    blocker = threading.Thread(target=served.raw_infer, args=(_raw_request(windows),))
+    blocker.start()
+    time.sleep(0.1)
+    request = _raw_request(windows)
+    request.parameters["timeout"].uint64_param = 50_000  # 50 ms, well before the model frees
+    with pytest.raises(grpc.RpcError) as info:
+        served.raw_infer(request)  # no gRPC deadline: only the parameter
+    blocker.join(10)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert info.value.details() == "deadline passed while queued"
+    request.parameters["timeout"].string_param = "soon"
+    with pytest.raises(grpc.RpcError) as info:
+        served.raw_infer(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "parameters.timeout" in info.value.details()
+
+
 def test_overload_is_resource_exhausted_with_retry_after(serve: Callable[..., Served]) -> None:
     served = serve(loader=_slow_loader(0.5), max_pending_requests=1)
     windows = market_windows(1, seed=6)
