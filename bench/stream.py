@@ -31,6 +31,7 @@ import numpy as np
 
 from bench.floor import load_session, percentile, time_runs
 from bench.servers import REPO_ROOT, Server, free_port, service_spec
+from bench.wsclient import WebSocket
 
 KEY = "bench-stream-key-0123456789"
 START = datetime(2020, 1, 1, tzinfo=UTC)
@@ -49,10 +50,15 @@ def _bars() -> np.ndarray:
 
 
 class Feed:
-    """Candle i of a market (rows cycled, one minute apart), as the API's dict."""
+    """Candle i of a market (rows cycled, one minute apart), as the API's dict or as prebuilt JSON text."""
 
     def __init__(self, rows: np.ndarray) -> None:
         self.rows = rows.tolist()
+        # The price and volume part of each row's JSON, serialized once: a load client must not spend more CPU
+        # building a one-candle message than the /predict client spends resending its prebuilt body.
+        self._tails = [
+            json.dumps(dict(zip(("open", "high", "low", "close", "volume"), r, strict=True)))[1:] for r in self.rows
+        ]
 
     def candle(self, i: int) -> dict[str, Any]:
         o, h, lo, c, v = self.rows[i % len(self.rows)]
@@ -60,8 +66,12 @@ class Feed:
         return {"timestamp": ts, "open": o, "high": h, "low": lo, "close": c, "volume": v}
 
     def message(self, symbol: str, first: int, last: int) -> str:
-        candles = [self.candle(i) for i in range(first, last + 1)]
-        return json.dumps({"symbol": symbol, "exchange": "binance", "candles": candles})
+        tails = self._tails
+        candles = ", ".join(
+            f'{{"timestamp": "{(START + timedelta(minutes=i)).isoformat()}", {tails[i % len(tails)]}'
+            for i in range(first, last + 1)
+        )
+        return f'{{"symbol": "{symbol}", "exchange": "binance", "candles": [{candles}]}}'
 
     def predict_body(self, last: int) -> bytes:
         candles = [self.candle(i) for i in range(last - 59, last + 1)]
@@ -96,21 +106,46 @@ async def _http_client(port: int, body: bytes, seconds: float, latencies: list[f
 async def _stream_client(
     port: int, feed: Feed, symbol: str, seconds: float, latencies: list[float] | None, offset: int
 ) -> int:
-    """One connection, one symbol: fill the window, then one candle per message; signals answered."""
-    from websockets.asyncio.client import connect
+    """One connection, one symbol: fill the window, then one candle per message; signals answered.
 
-    async with connect(f"ws://127.0.0.1:{port}/stream", additional_headers={"X-API-Key": KEY}, compression=None) as ws:
+    The lean client (`bench.wsclient`), so that the round trip is the server's and the transport's, as for the raw
+    `/predict` client above."""
+    ws = await WebSocket.connect("127.0.0.1", port, "/stream", {"X-API-Key": KEY})
+    try:
         await ws.send(feed.message(symbol, offset, offset + 59))
         await ws.recv()
         i = offset + 60
         done = 0
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
+            message = feed.message(symbol, i, i)
             t0 = time.perf_counter()
-            await ws.send(feed.message(symbol, i, i))
+            await ws.send(message)
             answer = await ws.recv()
             if latencies is not None:
                 latencies.append((time.perf_counter() - t0) * 1e3)
+            done += '"prediction"' in answer
+            i += 1
+    finally:
+        await ws.close()
+    return done
+
+
+async def _library_client(port: int, feed: Feed, symbol: str, seconds: float, latencies: list[float]) -> int:
+    """The same loop through the `websockets` library's client, for comparison: what a typical bot would use."""
+    from websockets.asyncio.client import connect
+
+    async with connect(f"ws://127.0.0.1:{port}/stream", additional_headers={"X-API-Key": KEY}, compression=None) as ws:
+        await ws.send(feed.message(symbol, 0, 59))
+        await ws.recv()
+        i, done = 60, 0
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            message = feed.message(symbol, i, i)
+            t0 = time.perf_counter()
+            await ws.send(message)
+            answer = await ws.recv()
+            latencies.append((time.perf_counter() - t0) * 1e3)
             done += '"prediction"' in answer
             i += 1
     return done
@@ -156,6 +191,9 @@ def run(seconds: float, connections: int, model_dir: Path) -> dict[str, Any]:
         stream_lat: list[float] = []
         loop_run(_stream_client(port, feed, "SPX/USD", seconds, stream_lat, 0))
         out["stream_1"] = _summary(stream_lat)
+        library_lat: list[float] = []
+        loop_run(_library_client(port, feed, "LIB/USD", seconds, library_lat))
+        out["stream_1_library"] = _summary(library_lat)
 
         t0 = time.perf_counter()
         answered = loop_run(_gather([_http_client(port, body, seconds, None) for _ in range(connections)]))
@@ -172,7 +210,7 @@ def run(seconds: float, connections: int, model_dir: Path) -> dict[str, Any]:
 
 def report(r: dict[str, Any]) -> str:
     floor = r["floor_int8_p50_ms"]
-    p1, s1 = r["predict_1"], r["stream_1"]
+    p1, s1, lib = r["predict_1"], r["stream_1"], r["stream_1_library"]
     n = r["connections"]
     lines = [
         f"| path | 1 connection p50 (ms) | p99 (ms) | {n} connections |",
@@ -182,6 +220,7 @@ def report(r: dict[str, Any]) -> str:
         f"{r['predict_n_rps']:.0f} requests/s |",
         f"| /stream (1 candle per message) | {s1['p50_ms']:.3f} | {s1['p99_ms']:.3f} | "
         f"{r['stream_n_candles_s']:.0f} candles/s |",
+        f"| /stream through the `websockets` client library | {lib['p50_ms']:.3f} | {lib['p99_ms']:.3f} | |",
         "",
         f"/stream p50 = {s1['p50_ms'] / floor:.2f}x the floor, {s1['p50_ms'] / p1['p50_ms']:.2f}x /predict's; "
         f"at {n} connections {r['stream_n_candles_s'] / r['predict_n_rps']:.2f}x /predict's throughput "

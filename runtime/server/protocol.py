@@ -16,6 +16,10 @@ Each part is behind a setting and off at 0 / false; with all of them off the ser
   loop has polled for I/O, so a flooding connection takes turns with the others.
 - ``max_header_bytes``: the request line and headers are counted as they arrive, before httptools buffers them;
   past the budget 431 and close, in O(budget) work whatever the client sends.
+- ``model_free``: the tasks of requests that never reach the model (GET, HEAD, OPTIONS: probes, metrics, docs),
+  so that `serve`'s backlog counts only the requests that may (a flood of pipelined probes must not push a lone
+  ``/predict`` off the inline path onto the inference thread, where, measured under such a flood, its model run
+  waited 5-40 ms for the GIL and the CPU).
 - ``max_connections``: past this many open connections a new one may still ask the probes (``GET /health``,
   ``/ready``, ``/v2/health/*``); anything else it asks gets a JSON 503 and the close. Existing connections are
   untouched.
@@ -27,8 +31,10 @@ to the end-of-headers marker, then up to the end of a Content-Length body; only 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import httptools
 from starlette.types import Receive, Scope, Send
@@ -82,6 +88,9 @@ class _GatedFlow(FlowControl):
 
 
 _PROBES = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})
+#: Methods of the routes that never run the model: every model route is a POST (or the /stream upgrade, which
+#: the WebSocket protocol starts, not this one).
+_MODEL_FREE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
@@ -108,9 +117,16 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` with `ProtocolLimits` (``functools.partial(EdgeHttpProtocol, limits=...)`` as uvicorn's
     ``http``)."""
 
-    def __init__(self, *args: object, limits: ProtocolLimits | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: object,
+        limits: ProtocolLimits | None = None,
+        model_free: set[asyncio.Task[Any]] | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.limits = limits or ProtocolLimits()
+        self.model_free = model_free
         self._coalescing: CoalescingTransport | None = None
         self._in_head = True  # between requests or inside a request's head (not in its body)
         self._head_bytes = 0  # bytes of the current head fed so far
@@ -267,6 +283,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             return False
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
+                # The connection now belongs to the WebSocket protocol (its own idle limit, EDGE_STREAM_IDLE_S):
+                # a header timer armed as the upgrade request completed would otherwise close it mid-stream.
+                self._cancel_timers()
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
@@ -343,11 +362,24 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             # the others instead of running its requests back to back.
             self.loop.call_later(0, self._start_if_open, cycle, app)
         else:
-            super()._start_asgi_task(cycle, app)
+            self._create_task(cycle, app)
 
     def _start_if_open(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         if not self.transport.is_closing():  # as uvicorn: no pipelined request starts on a closing connection
+            self._create_task(cycle, app)
+
+    def _create_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        """uvicorn's `_start_asgi_task`, and the task of a request that never runs the model tagged from its
+        creation (before it first runs, so the backlog never counts it)."""
+        if self.model_free is None or cycle.scope["method"] not in _MODEL_FREE_METHODS:
             super()._start_asgi_task(cycle, app)
+            return
+        context = contextvars.Context() if self.config.reset_contextvars else None
+        task = self.loop.create_task(cycle.run_asgi(app), context=context)
+        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self.model_free.discard)  # in the same loop step as the line above
+        self.model_free.add(task)
+        self.tasks.add(task)
 
     def on_response_complete(self) -> None:
         self._answering = True

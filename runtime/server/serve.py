@@ -10,6 +10,7 @@ onto uvicorn's signal handlers). pyproject pins uvicorn to the range the tests r
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sys
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import ModuleType
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -31,7 +33,9 @@ from runtime.settings import Settings
 log = logging.getLogger("runtime")
 
 
-def uvicorn_options(settings: Settings) -> dict[str, object]:
+def uvicorn_options(settings: Settings, model_free: set[asyncio.Task[Any]] | None = None) -> dict[str, object]:
+    """uvicorn's options for `settings`; `model_free` collects the tasks of requests that never run the model
+    (see `EdgeHttpProtocol`), for the backlog that decides when a request runs inline."""
     try:
         import uvloop  # noqa: F401
 
@@ -45,7 +49,9 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         "loop": loop,
         # httptools, through EdgeHttpProtocol unless every tweak it carries is off (protocol.py). A partial of a
         # module-level class with a frozen dataclass pickles, so worker processes (spawned) get it too.
-        "http": functools.partial(EdgeHttpProtocol, limits=limits) if limits.active else "httptools",
+        "http": (
+            functools.partial(EdgeHttpProtocol, limits=limits, model_free=model_free) if limits.active else "httptools"
+        ),
         "lifespan": "on",
         "access_log": False,
         "log_config": None,
@@ -117,16 +123,19 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
             return preloaded.pop() if preloaded else default_model_loader(s, version)
 
         app = create_app(settings, model_loader=loader, on_start=SERVER_HOOKS, servers=servers)
-        config = uvicorn.Config(app, **uvicorn_options(settings))
+        model_free: set[asyncio.Task[Any]] = set()
+        config = uvicorn.Config(app, **uvicorn_options(settings, model_free))
         server = uvicorn.Server(config)
         if settings.inline_when_idle:
-            tasks = server.server_state.tasks  # one asyncio task per request the server holds
+            tasks = server.server_state.tasks  # one asyncio task per request (or WebSocket) the server holds
 
             def backlog() -> int:
-                # A request's task leaves the set one loop step after its response is written, and the client's
-                # next request can be read in between: count only unfinished tasks when the set is small.
-                n = len(tasks)
-                return n if n > 2 else sum(1 for task in tasks if not task.done())
+                # Requests that may need the model: probes, metrics and docs do not count (with the stock
+                # protocol, EDGE_COALESCE_WRITES and every limit off, nothing is tagged and they all count). A
+                # task leaves the sets one loop step after its response is written, and the client's next request
+                # can be read in between: count only unfinished tasks when few are left.
+                n = len(tasks) - len(model_free)
+                return n if n > 2 else sum(1 for task in tasks if not task.done() and task not in model_free)
 
             app.state.service.backlog = backlog
         server.run()

@@ -25,10 +25,6 @@ AUTH = {"content-type": "application/json", "x-api-key": KEY}
 #: The normal client's p99 while an attack runs. The issue's bar is 50 ms on 2 idle CPUs; these tests share their
 #: CPUs with whatever else runs, so they allow twice that.
 NORMAL_P99_S = 0.100
-#: While a pipelining flood is being answered (legitimate work, until the attacker's unread buffers fill) the
-#: server's one loop is shared with it: measured p99 46-129 ms here, against 686 ms for stock uvicorn. Above the
-#: issue's 50 ms bar; SECURITY.md says so.
-PIPELINING_P99_S = 0.250
 RSS_BOUND_KB = 50 * 1024
 
 
@@ -232,7 +228,7 @@ def test_pipelined_requests_never_read_keep_memory_bounded(tmp_path: Path) -> No
         time.sleep(0.5)
         after = _status(proc.pid)
     print(f"pipelining: {sent >> 10} KiB sent; RSS {before}, during {during}, after {after}")
-    normal.check(PIPELINING_P99_S)
+    normal.check()
     assert during["VmRSS"] - before["VmRSS"] < RSS_BOUND_KB, (before, during)
     assert after["VmRSS"] - before["VmRSS"] < RSS_BOUND_KB, (before, after)
 

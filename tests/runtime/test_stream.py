@@ -353,3 +353,26 @@ def test_a_real_server_streams_like_it_predicts(tmp_path: Path, bars: np.ndarray
         assert refused.value.response.status_code == 401
         assert json.loads(refused.value.response.body or b"{}")["code"] == "UNAUTHORIZED"
         http_conn.close()
+
+
+def test_a_stream_outlives_the_http_header_and_body_timeouts(tmp_path: Path, bars: np.ndarray) -> None:
+    """The upgraded connection is the WebSocket protocol's: the HTTP timers (EDGE_HEADER_TIMEOUT_S, here 1 s)
+    that were armed as the upgrade request completed must not close it (they did, after 10 s by default)."""
+    import time
+
+    from websockets.sync.client import connect
+
+    timeouts = ("--header-timeout-s", "1", "--body-timeout-s", "1", "--intra-op-threads", "1")
+    with (
+        server(tmp_path, *timeouts) as (_, port),
+        connect(f"ws://127.0.0.1:{port}/stream", additional_headers=HEADERS) as ws,
+    ):
+        ws.send(json.dumps(message(bars, 0, 59)))
+        assert "prediction" in json.loads(ws.recv(timeout=30))
+        end = time.monotonic() + 2.5
+        last = 60
+        while time.monotonic() < end:
+            time.sleep(0.25)
+            ws.send(json.dumps(message(bars, last, last)))
+            assert "prediction" in json.loads(ws.recv(timeout=30)), last
+            last += 1
