@@ -57,6 +57,13 @@ class RateLimited(EdgeError):
     code = "RATE_LIMITED"
 
 
+class ModelNotFound(EdgeError):
+    """A v2 path or gRPC request names a model or version this server does not serve."""
+
+    status_code = 404
+    code = "MODEL_NOT_FOUND"
+
+
 class PayloadTooLarge(EdgeError):
     status_code = 413
     code = "PAYLOAD_TOO_LARGE"

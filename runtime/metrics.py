@@ -7,6 +7,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from runtime.batching import BATCH_INVARIANCE_ATOL
 from runtime.session import ModelInfo
+from runtime.statistics import InferenceStatistics, RequestTiming
 
 #: Request latency buckets in seconds: the service answers in about a millisecond, so resolve below it.
 _LATENCY_BUCKETS = (
@@ -109,6 +110,18 @@ class Metrics:
         # Children made up front: every outcome is exported from the start, and the hot path skips labels().
         self.stream_outcome = {outcome: self.stream_messages.labels(outcome) for outcome in STREAM_OUTCOMES}
 
+        #: Triton's statistics extension (GET /v2/models/stats, gRPC ModelStatistics) reads these.
+        self.stats = InferenceStatistics()
+        self.inference_requests = Counter(
+            "edge_inference_requests",
+            "Admitted inference requests of every protocol (HTTP, v2, /stream messages, gRPC) by outcome: success, "
+            "fail (bad input, auth, deadline or inference error after admission).",
+            ["outcome"],
+            registry=r,
+        )
+        self._success = self.inference_requests.labels("success")
+        self._fail = self.inference_requests.labels("fail")
+
     def set_model(self, info: ModelInfo) -> None:
         self.model_info.clear()
         self.model_info.labels(info.name, info.version, info.precision, info.provider, str(info.intra_op_threads)).set(
@@ -121,6 +134,12 @@ class Metrics:
         self.batch_size.observe(size)
         self.compute_time.observe(compute_ms / 1000)
         self.queue_time.observe(queue_ms / 1000)
+        self.stats.observe_run(size, compute_ms)
+
+    def observe_request(self, timing: RequestTiming, ok: bool, now_ns: int) -> None:
+        """An admitted request finished (on the loop)."""
+        (self._success if ok else self._fail).inc()
+        self.stats.observe_request(timing, ok, now_ns)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

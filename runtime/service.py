@@ -8,6 +8,7 @@ their own way. A request crosses protocol -> service -> batching -> session once
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import logging
 import threading
@@ -41,11 +42,16 @@ from runtime.ratelimit import RateLimiter, retry_after
 from runtime.risk import window_features
 from runtime.session import Model, ModelInfo, threads_per_worker
 from runtime.settings import Settings
+from runtime.statistics import RequestTiming
 from runtime.types import Float32Array
 
 log = logging.getLogger("runtime.service")
 
 ModelLoader = Callable[[Settings, "str | None"], Model]
+
+#: The admitted request the current task is serving: admission starts its clock, the model calls stamp it, so the
+#: statistics are recorded here once for every protocol (each request is one task, or one message in turn).
+_TIMING: contextvars.ContextVar[RequestTiming | None] = contextvars.ContextVar("edge_request_timing", default=None)
 
 
 def default_model_loader(settings: Settings, version: str | None = None) -> Model:
@@ -233,12 +239,13 @@ class Service:
             raise NotReady("model is not loaded yet")
         return self.batcher
 
-    def authorize(self, supplied: str | None) -> None:
-        """401 unless `supplied` is one of the keys (or none are set); then 429 if that key has used its rate."""
+    def authorize(self, supplied: str | None, carrier: str = "X-API-Key header") -> None:
+        """401 unless `supplied` is one of the keys (or none are set); then 429 if that key has used its rate.
+        `carrier` names where the protocol carries the key, for the message."""
         matched = -1  # without keys, every caller shares one bucket
         if self.api_keys:
             if supplied is None:
-                raise Unauthorized("missing X-API-Key header")
+                raise Unauthorized(f"missing {carrier}")
             candidate = supplied.encode()
             for i, key in enumerate(self.api_keys):  # no early exit: the time taken does not depend on the match
                 if hmac.compare_digest(candidate, key):
@@ -271,10 +278,16 @@ class Service:
             self.metrics.rejected.labels("overloaded").inc()
             raise Overloaded(f"{limit} requests already admitted; retry shortly")
         self.admitted += 1
+        timing = RequestTiming(time.perf_counter_ns())
+        token = _TIMING.set(timing)
+        ok = False
         try:
             yield
+            ok = True
         finally:
             self.admitted -= 1
+            _TIMING.reset(token)
+            self.metrics.observe_request(timing, ok, time.perf_counter_ns())
 
     def check_fresh(self, reqs: list[Window]) -> None:
         max_age = self.settings.max_window_age_s
@@ -299,7 +312,11 @@ class Service:
 
     def _submit(self, windows: Float32Array, deadline: float | None) -> BatchResult | asyncio.Future[BatchResult]:
         batcher = self.serving()
-        if self.backlog is not None and self.backlog() <= 1:
+        timing = _TIMING.get()
+        if timing is not None:
+            timing.queued = time.perf_counter_ns()
+        # `backlog` counts the HTTP server's requests, `admitted` those of every protocol (gRPC included).
+        if self.backlog is not None and self.backlog() <= 1 and self.admitted <= 1:
             # Alone on the server: skip both thread hand-offs (see Batcher.run_inline_if_idle).
             result = batcher.run_inline_if_idle(windows)
             if result is not None:
@@ -312,12 +329,19 @@ class Service:
 
     async def _wait(self, pending: BatchResult | asyncio.Future[BatchResult]) -> BatchResult:
         if isinstance(pending, BatchResult):
-            return pending
-        try:
-            return await pending
-        except DeadlineExceeded:
-            self.metrics.rejected.labels("deadline").inc()
-            raise
+            result = pending
+        else:
+            try:
+                result = await pending
+            except DeadlineExceeded:
+                self.metrics.rejected.labels("deadline").inc()
+                raise
+        timing = _TIMING.get()
+        if timing is not None:
+            timing.answered = time.perf_counter_ns()
+            timing.queue_ns = int(result.queue_ms * 1e6)
+            timing.infer_ns = int(result.compute_ms * 1e6)
+        return result
 
     async def run_windows(self, windows: Float32Array, *, deadline: float | None) -> tuple[BatchResult, ModelInfo]:
         """Windows (n, 60, 5) through the model (inline when alone on the server, else batched); the result and

@@ -26,6 +26,13 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to bind (0 = any free port).")
+    grpc_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="TCP port for KServe v2 / Triton gRPC (inference.GRPCInferenceService) on the same host and "
+        "in the same process as HTTP (needs the grpc extra); 0 = off.",
+    )
     model_dir: Path = Field(default=Path("models"), description="Directory holding manifest.json and the models.")
     model_version: str | None = Field(
         default=None,

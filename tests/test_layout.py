@@ -59,6 +59,9 @@ def _cycle_from(start: str) -> list[str] | None:
 def test_the_graph_is_real() -> None:
     assert "runtime.service" in GRAPH["runtime.http.predict"]
     assert "runtime.http.app" in GRAPH["runtime.server.serve"]
+    assert {"runtime.service", "runtime.tensors", "runtime.triton"} <= GRAPH["runtime.grpc.servicer"] | GRAPH[
+        "runtime.grpc.tensors"
+    ]
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -81,10 +84,21 @@ def test_protocol_layers_are_siblings_over_the_service(layer: str) -> None:
     assert not GRAPH[layer] & {"runtime.http.app", *LAYERS} - {layer}
 
 
-def test_the_core_knows_no_protocol_and_no_server() -> None:
-    core = [m for m in MODULES if not m.startswith(("runtime.http", "runtime.server", "runtime.__main__"))]
-    for module in core:
+def test_http_and_grpc_are_siblings() -> None:
+    """gRPC reuses the core (tensor rules, Triton builders, service), never the HTTP layer; and the reverse."""
+    grpc_modules = [m for m in MODULES if m.startswith("runtime.grpc")]
+    assert "runtime.grpc.servicer" in grpc_modules
+    for module in grpc_modules:
         assert not {m for m in GRAPH[module] if m.startswith(("runtime.http", "runtime.server"))}, module
+    for module in (m for m in MODULES if m.startswith("runtime.http")):
+        assert not {m for m in GRAPH[module] if m.startswith("runtime.grpc")}, module
+
+
+def test_the_core_knows_no_protocol_and_no_server() -> None:
+    protocols = ("runtime.http", "runtime.grpc", "runtime.server")
+    core = [m for m in MODULES if not m.startswith((*protocols, "runtime.__main__"))]
+    for module in core:
+        assert not {m for m in GRAPH[module] if m.startswith(protocols)}, module
 
 
 def test_uvicorn_internals_only_under_runtime_server() -> None:

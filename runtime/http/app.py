@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -100,9 +100,11 @@ def create_app(
     *,
     model_loader: ModelLoader = default_model_loader,
     on_start: Sequence[Callable[[Service], None]] = (),
+    servers: Sequence[Callable[[Service], AbstractAsyncContextManager[object]]] = (),
 ) -> Starlette:
     """Build the ASGI app. The model is loaded and warmed in the lifespan, before /ready turns true; `on_start`
-    hooks (the server's signal handlers) run in the server's loop once it has."""
+    hooks (the server's signal handlers) run in the server's loop once it has. `servers` are other protocols'
+    servers over the same service (gRPC), entered once the model is ready and closed before the service stops."""
     service = Service.from_settings(settings, model_loader)
 
     @asynccontextmanager
@@ -113,9 +115,12 @@ def create_app(
         # What start-up built (the model, the app, imported modules) lives as long as the process: out of the
         # collector's generations, a full collection under load walks only what requests allocate (measured
         # during a pipelining flood: the normal client's worst request 143 -> 70 ms).
-        gc.freeze()
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                for server in servers:
+                    await stack.enter_async_context(server(service))
+                gc.freeze()
+                yield
         finally:
             await service.stop()
 

@@ -33,7 +33,7 @@ from runtime.http.openapi_components import (
     ref,
     response,
 )
-from runtime.http.v2_tensors import MAX_INFER_WINDOWS, InferenceRequest
+from runtime.http.v2_tensors import InferenceRequest
 from runtime.schemas import (
     DEFAULT_EXCHANGES,
     BatchPredictionRequest,
@@ -42,6 +42,7 @@ from runtime.schemas import (
     PredictionResponse,
     ReloadRequest,
 )
+from runtime.tensors import MAX_INFER_WINDOWS
 
 
 def _predict_paths(exchange: str) -> dict[str, Any]:
@@ -278,7 +279,19 @@ def _v2_paths() -> dict[str, Any]:
         ),
         f"{model}/infer": _v2_infer("v2Infer"),
         f"{version}/infer": _v2_infer("v2InferVersion"),
+        f"{model}/config": _v2_get("v2ModelConfig", "Triton model configuration", "V2ModelConfig", model=True),
+        f"{version}/config": _v2_get("v2ModelVersionConfig", "Triton model configuration", "V2ModelConfig", model=True),
+        "/v2/models/stats": _v2_get("v2Statistics", "Statistics of every model", "V2ModelStatistics", model=True),
+        f"{model}/stats": _v2_get("v2ModelStatistics", "Model statistics", "V2ModelStatistics", model=True),
+        f"{version}/stats": _v2_get(
+            "v2ModelVersionStatistics", "Model version statistics", "V2ModelStatistics", model=True
+        ),
     }
+    for path in ("/v2/models/stats", f"{model}/stats", f"{version}/stats"):
+        # Behind the API key when /metrics is (EDGE_METRICS_REQUIRE_KEY): they reveal traffic.
+        operation = paths[path]["get"]
+        operation["security"] = [{}, *KEY]
+        operation["responses"].update(errors("401", "429", v2=True))
     for path, item in paths.items():
         params = [_MODEL_NAME] + ([_VERSION] if "{version}" in path else []) if "{model_name}" in path else []
         for operation in item.values():

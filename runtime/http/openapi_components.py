@@ -16,6 +16,12 @@ def _obj(properties: dict[str, Any], *required: str) -> dict[str, Any]:
 _STR: Final = {"type": "string"}
 _TENSOR_META: Final = _obj({"name": _STR, "datatype": _STR, "shape": {"type": "array", "items": {"type": "integer"}}})
 
+_COUNT: Final = {"type": "integer", "minimum": 0}
+_DURATION: Final = _obj({"count": _COUNT, "ns": _COUNT})
+_CONFIG_TENSOR: Final = _obj(
+    {"name": _STR, "data_type": {"const": "TYPE_FP32"}, "dims": {"type": "array", "items": {"type": "integer"}}}
+)
+
 #: Response bodies the handlers write as dicts (the v2 protocol's and the service's small ones).
 HAND_WRITTEN: Final[dict[str, dict[str, Any]]] = {
     "Health": _obj({"status": {"const": "alive"}, "version": _STR}),
@@ -50,6 +56,41 @@ HAND_WRITTEN: Final[dict[str, dict[str, Any]]] = {
             "platform": _STR,
             "inputs": {"type": "array", "items": _TENSOR_META},
             "outputs": {"type": "array", "items": _TENSOR_META},
+        }
+    ),
+    # Triton's model configuration (protobuf's JSON form of ModelConfig), as runtime.triton builds it.
+    "V2ModelConfig": _obj(
+        {
+            "name": _STR,
+            "platform": {"const": "onnxruntime_onnx"},
+            "backend": _STR,
+            "version_policy": {"type": "object"},
+            "max_batch_size": {"type": "integer", "minimum": 1},
+            "input": {"type": "array", "items": _CONFIG_TENSOR},
+            "output": {"type": "array", "items": _CONFIG_TENSOR},
+            "dynamic_batching": {"type": "object"},
+            "instance_group": {"type": "array", "items": {"type": "object"}},
+            "default_model_filename": _STR,
+            "parameters": {"type": "object", "additionalProperties": _obj({"string_value": _STR})},
+        }
+    ),
+    # Triton's statistics extension: one entry per model (here, one).
+    "V2ModelStatistics": _obj(
+        {
+            "model_stats": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "name": _STR,
+                        "version": _STR,
+                        "last_inference": _COUNT,
+                        "inference_count": _COUNT,
+                        "execution_count": _COUNT,
+                        "inference_stats": {"type": "object", "additionalProperties": _DURATION},
+                        "batch_stats": {"type": "array", "items": {"type": "object"}},
+                    }
+                ),
+            }
         }
     ),
     "InferenceResponse": _obj(

@@ -34,23 +34,20 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from runtime import __version__
-from runtime.constants import INPUT_NAME, MODEL_NAME, N_CLASSES, N_FEATURES, OUTPUT_NAME, WINDOW_LENGTH
-from runtime.errors import EdgeError, InferenceFailed, NotReady
+from runtime.constants import MODEL_NAME, OUTPUT_NAME
+from runtime.errors import EdgeError, InferenceFailed
 from runtime.http.errors import error_headers, json_response
 from runtime.http.request import deadline as header_deadline
 from runtime.http.request import read_limited_body
 from runtime.http.v2_tensors import (
-    DATATYPE,
     HEADER_LENGTH,
-    MAX_INFER_WINDOWS,
     InferenceRequest,
     binary_outputs,
     check_content_type,
@@ -61,23 +58,16 @@ from runtime.http.v2_tensors import (
 )
 from runtime.predictions import audit_record
 from runtime.service import Service
+from runtime.tensors import DATATYPE, max_windows
+from runtime.triton import is_ready, served_model
+from runtime.triton import model_config as model_config_body
+from runtime.triton import model_metadata as model_metadata_body
+from runtime.triton import model_statistics as model_statistics_body
+from runtime.triton import server_metadata as server_metadata_body
 
 log = logging.getLogger("runtime.http")
 
-SERVER_NAME: Final = "neuraltrade-edge"
-PLATFORM: Final = "onnxruntime_onnx"
 _FP32_LE = np.dtype("<f4")
-_TENSOR_METADATA: Final = {
-    "inputs": [{"name": INPUT_NAME, "datatype": DATATYPE, "shape": [-1, WINDOW_LENGTH, N_FEATURES]}],
-    "outputs": [{"name": OUTPUT_NAME, "datatype": DATATYPE, "shape": [-1, N_CLASSES]}],
-}
-
-
-class ModelNotFound(EdgeError):
-    """The path names a model or version this server does not serve."""
-
-    status_code = 404
-    code = "MODEL_NOT_FOUND"
 
 
 # -- responses -----------------------------------------------------------------------------------------------
@@ -111,20 +101,8 @@ def _v2_errors(endpoint: Endpoint) -> Endpoint:
 def _served_version(request: Request) -> tuple[Service, str]:
     """The service and its model version, after checking the path's model name and version against them."""
     service: Service = request.app.state.service
-    name = request.path_params["model_name"]
-    if name != MODEL_NAME:
-        raise ModelNotFound(f"unknown model '{name[:100]}'; this server serves '{MODEL_NAME}'")
-    if service.model is None:
-        raise NotReady("model is not loaded yet" if not service.draining else "server is shutting down")
-    version = service.model.info.version
-    asked = request.path_params.get("version")
-    if asked is not None and asked != version:
-        raise ModelNotFound(f"model '{MODEL_NAME}' has no version '{asked[:100]}'; the served version is '{version}'")
-    return service, version
-
-
-def _ready(service: Service) -> bool:
-    return service.ready and service.model is not None and service.batcher is not None and not service.saturated
+    info = served_model(service, request.path_params["model_name"], request.path_params.get("version"))
+    return service, info.version
 
 
 # -- body ----------------------------------------------------------------------------------------------------
@@ -149,7 +127,7 @@ def _deadline(request: Request, req: InferenceRequest) -> float | None:
 # -- routes --------------------------------------------------------------------------------------------------
 @_v2_errors
 async def server_metadata(request: Request) -> Response:
-    return json_response(200, {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]})
+    return json_response(200, server_metadata_body())
 
 
 @_v2_errors
@@ -159,20 +137,21 @@ async def server_live(request: Request) -> Response:
 
 @_v2_errors
 async def server_ready(request: Request) -> Response:
-    ready = _ready(request.app.state.service)
+    ready = is_ready(request.app.state.service)
     return json_response(200 if ready else 503, {"ready": ready})
 
 
 @_v2_errors
 async def model_metadata(request: Request) -> Response:
-    _, version = _served_version(request)
-    return json_response(200, {"name": MODEL_NAME, "versions": [version], "platform": PLATFORM, **_TENSOR_METADATA})
+    service: Service = request.app.state.service
+    info = served_model(service, request.path_params["model_name"], request.path_params.get("version"))
+    return json_response(200, model_metadata_body(info))
 
 
 @_v2_errors
 async def model_ready(request: Request) -> Response:
     service, _ = _served_version(request)
-    ready = _ready(service)
+    ready = is_ready(service)
     return json_response(200 if ready else 503, {"name": MODEL_NAME, "ready": ready})
 
 
@@ -192,7 +171,7 @@ async def _infer(request: Request, service: Service, version: str) -> Response:
     header, tail = split_body(body, request.headers.get(HEADER_LENGTH))
     req = parse_header(header)
     # A request wider than the admission queue could never be admitted: that is the client's error, not a 503.
-    windows = windows_of(req, tail, min(MAX_INFER_WINDOWS, batcher.max_queue))
+    windows = windows_of(req, tail, max_windows(batcher.max_queue))
     binary = binary_outputs(req)
     deadline = _deadline(request, req)
 
@@ -231,11 +210,39 @@ async def _infer(request: Request, service: Service, version: str) -> Response:
     )
 
 
+@_v2_errors
+async def model_config(request: Request) -> Response:
+    """Triton's model configuration extension; open like the model metadata."""
+    service: Service = request.app.state.service
+    info = served_model(service, request.path_params["model_name"], request.path_params.get("version"))
+    # Triton's HTTP API answers the configuration itself (gRPC wraps it in ModelConfigResponse.config).
+    return json_response(200, model_config_body(service, info))
+
+
+@_v2_errors
+async def model_statistics(request: Request) -> Response:
+    """Triton's statistics extension; behind the API key when /metrics is (it reveals traffic)."""
+    service: Service = request.app.state.service
+    if service.settings.metrics_require_key:
+        service.authorize(request.headers.get("x-api-key"))
+    if "model_name" in request.path_params:
+        info = served_model(service, request.path_params["model_name"], request.path_params.get("version"))
+    else:  # GET /v2/models/stats: every model, which is this one
+        info = served_model(service, MODEL_NAME, None)
+    return json_response(200, model_statistics_body(service.metrics.stats, info))
+
+
 _MODEL = "/v2/models/{model_name}"
 _VERSION = "/v2/models/{model_name}/versions/{version}"
 
 routes: list[Route] = [
     Route("/v2", server_metadata, methods=["GET"]),
+    # Before the model routes: "stats" would otherwise be taken for a model name.
+    Route("/v2/models/stats", model_statistics, methods=["GET"]),
+    Route(f"{_MODEL}/stats", model_statistics, methods=["GET"]),
+    Route(f"{_VERSION}/stats", model_statistics, methods=["GET"]),
+    Route(f"{_MODEL}/config", model_config, methods=["GET"]),
+    Route(f"{_VERSION}/config", model_config, methods=["GET"]),
     Route("/v2/health/live", server_live, methods=["GET"]),
     Route("/v2/health/ready", server_ready, methods=["GET"]),
     Route(_MODEL, model_metadata, methods=["GET"]),

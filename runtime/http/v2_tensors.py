@@ -3,26 +3,24 @@ and the request's input checked against the model and turned into float32 window
 
 from __future__ import annotations
 
-import itertools
-import math
 import zlib
-from collections.abc import Iterable
 from typing import Annotated, Any, Final, TypeVar
 
-import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
-from runtime.constants import INPUT_NAME, N_FEATURES, OUTPUT_NAME, WINDOW_LENGTH
+from runtime.constants import INPUT_NAME
 from runtime.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from runtime.tensors import (
+    DATATYPE,
+    FP32_LE,
+    check_input,
+    check_outputs,
+    windows_from_bytes,
+    windows_from_values,
+)
 from runtime.types import Float32Array
 
-DATATYPE: Final = "FP32"
-#: Most windows in one v2 infer request. The batcher runs a request whole, so this also bounds one model run.
-MAX_INFER_WINDOWS: Final = 1024
 HEADER_LENGTH: Final = "inference-header-content-length"
-
-_FP32_LE = np.dtype("<f4")
-_PRICE_COLUMNS = slice(0, 4)  # open, high, low, close; column 4 is volume
 
 
 # -- the request header (schemas: structure only; meaning is checked against the model below) --------------
@@ -152,84 +150,40 @@ def parse_header(raw: bytes) -> InferenceRequest:
         raise BadRequest(f"invalid inference request: {shown}{more}") from e
 
 
-_KINDS: Final = {"b": "booleans", "U": "strings", "O": "nulls, objects or integers beyond 64 bits"}
-
-
-def _names(names: Iterable[str]) -> list[str]:
-    """Tensor names for an error message, bounded: they come from the client."""
-    return [n[:64] for n in itertools.islice(names, 8)]
-
-
-# -- validation against the model ----------------------------------------------------------------------------
+# -- validation against the model (the rules live in runtime.tensors, shared with gRPC) ---------------------
 def windows_of(req: InferenceRequest, tail: bytes, max_windows: int) -> Float32Array:
     """The request's input as float32 (n, 60, 5), or `BadRequest` naming the first thing that does not fit."""
-    names = _names(t.name for t in req.inputs)
-    if names != [INPUT_NAME]:
-        raise BadRequest(f"inputs {names} do not match the model's inputs ['{INPUT_NAME}']")
-    tensor = req.inputs[0]
-    if tensor.datatype != DATATYPE:
-        raise BadRequest(f"input '{INPUT_NAME}' has datatype '{tensor.datatype[:32]}'; the model takes '{DATATYPE}'")
+    tensor = req.inputs[0] if req.inputs else None
+    numel = check_input(
+        [t.name for t in req.inputs],
+        tensor.datatype if tensor is not None else "",
+        tensor.shape if tensor is not None else [],
+        max_windows,
+    )
+    assert tensor is not None  # check_input refused an empty input list
     shape = tensor.shape
-    if len(shape) != 3 or shape[1:] != [WINDOW_LENGTH, N_FEATURES] or not 1 <= shape[0] <= max_windows:
-        raise BadRequest(
-            f"input '{INPUT_NAME}' has shape {shape[:8]}; expected [n, {WINDOW_LENGTH}, {N_FEATURES}] "
-            f"with 1 <= n <= {max_windows}"
-        )
-    numel = math.prod(shape)
     params = tensor.parameters
     if params.shared_memory_region is not None:
         raise BadRequest("shared-memory inputs are not supported; send the tensor in the body")
     if params.binary_data_size is not None:
         if tensor.data is not None:
             raise BadRequest(f"input '{INPUT_NAME}' has both JSON 'data' and 'binary_data_size'")
-        if params.binary_data_size != _FP32_LE.itemsize * numel:
+        if params.binary_data_size != FP32_LE.itemsize * numel:
             raise BadRequest(
                 f"input '{INPUT_NAME}' binary_data_size is {params.binary_data_size} bytes; shape {shape} of "
-                f"{DATATYPE} needs {_FP32_LE.itemsize * numel}"
+                f"{DATATYPE} needs {FP32_LE.itemsize * numel}"
             )
         if len(tail) != params.binary_data_size:
             raise BadRequest(
                 f"body holds {len(tail)} bytes after the JSON header; input '{INPUT_NAME}' declares "
                 f"{params.binary_data_size} (is Inference-Header-Content-Length right?)"
             )
-        # Little-endian float32 is the native layout here; copy so the array is aligned and writable.
-        windows = np.frombuffer(tail, dtype=_FP32_LE, count=numel).astype(np.float32).reshape(shape)
-    else:
-        if tail:
-            raise BadRequest(f"{len(tail)} bytes follow the JSON header but no input declares binary_data_size")
-        if tensor.data is None:
-            raise BadRequest(f"input '{INPUT_NAME}' has neither 'data' nor parameters.binary_data_size")
-        windows = _from_json_data(tensor.data, shape, numel)
-    _check_values(windows)
-    return windows
-
-
-def _from_json_data(data: Any, shape: list[int], numel: int) -> Float32Array:
-    # Without a dtype numpy reveals strings, nulls, bools and ragged nesting instead of coercing them.
-    try:
-        arr = np.asarray(data)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise BadRequest(f"input '{INPUT_NAME}' data is not a regular array of numbers: {e}") from e
-    if arr.dtype.kind not in "iuf":
-        found = _KINDS.get(arr.dtype.kind, f"'{arr.dtype}' values")
-        raise BadRequest(f"input '{INPUT_NAME}' data must hold only numbers, found {found}")
-    if arr.size != numel:
-        raise BadRequest(f"input '{INPUT_NAME}' data has {arr.size} values; shape {shape} needs {numel}")
-    with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported by _check_values
-        return arr.astype(np.float32).reshape(shape)
-
-
-def _check_values(windows: Float32Array) -> None:
-    finite = np.isfinite(windows)
-    bad = ~finite
-    bad[..., _PRICE_COLUMNS] |= finite[..., _PRICE_COLUMNS] & (windows[..., _PRICE_COLUMNS] <= 0)
-    bad[..., -1] |= finite[..., -1] & (windows[..., -1] < 0)
-    if bad.any():
-        n, t, f = (int(i) for i in np.argwhere(bad)[0])
-        raise BadRequest(
-            f"input '{INPUT_NAME}'[{n}, {t}, {f}] is {float(windows[n, t, f])!r}: values must be finite "
-            f"float32, prices (columns 0-3) > 0 and volume (column 4) >= 0; {int(bad.sum())} value(s) fail"
-        )
+        return windows_from_bytes(tail, shape)
+    if tail:
+        raise BadRequest(f"{len(tail)} bytes follow the JSON header but no input declares binary_data_size")
+    if tensor.data is None:
+        raise BadRequest(f"input '{INPUT_NAME}' has neither 'data' nor parameters.binary_data_size")
+    return windows_from_values(tensor.data, shape)
 
 
 def binary_outputs(req: InferenceRequest) -> bool:
@@ -237,9 +191,7 @@ def binary_outputs(req: InferenceRequest) -> bool:
     default = req.parameters.binary_data_output
     if not req.outputs:
         return default
-    names = _names(o.name for o in req.outputs)
-    if names != [OUTPUT_NAME]:
-        raise BadRequest(f"requested outputs {names} do not match the model's outputs ['{OUTPUT_NAME}']")
+    check_outputs([o.name for o in req.outputs])
     params = req.outputs[0].parameters
     if params.classification is not None:
         raise BadRequest("the classification extension is not supported; request the probabilities tensor")

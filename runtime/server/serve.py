@@ -15,6 +15,8 @@ import functools
 import logging
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from types import ModuleType
 from typing import Any
 
@@ -25,7 +27,7 @@ from runtime.manifest import Manifest
 from runtime.server.limits import ProtocolLimits
 from runtime.server.protocol import EdgeHttpProtocol
 from runtime.server.signals import SERVER_HOOKS
-from runtime.service import default_model_loader
+from runtime.service import Service, default_model_loader
 from runtime.session import Model
 from runtime.settings import Settings
 
@@ -86,6 +88,17 @@ def _tune_interpreter(settings: Settings) -> None:
     sys.setswitchinterval(settings.gil_switch_interval_us / 1e6)
 
 
+def protocol_servers(settings: Settings) -> list[Callable[[Service], AbstractAsyncContextManager[object]]]:
+    """Servers beside HTTP on the same loop and service: gRPC when its port is set (its extra checked now, so a
+    missing one stops start-up with the install command before the model is loaded)."""
+    if not settings.grpc_port:
+        return []
+    from runtime.grpc.server import check_installed, grpc_server
+
+    check_installed()
+    return [grpc_server]
+
+
 def app_from_env() -> Starlette:
     """Factory for worker processes: settings come from the EDGE_ environment the parent exported."""
     from runtime import logs
@@ -93,12 +106,13 @@ def app_from_env() -> Starlette:
     settings = Settings()
     logs.configure(settings.log_level)
     _tune_interpreter(settings)
-    return create_app(settings, on_start=SERVER_HOOKS)
+    return create_app(settings, on_start=SERVER_HOOKS, servers=protocol_servers(settings))
 
 
 def serve(settings: Settings, uvicorn: ModuleType) -> int:
     started = time.perf_counter()
     _tune_interpreter(settings)
+    servers = protocol_servers(settings)
     if settings.workers == 1:
         # Load and warm before binding: a bad model fails here with a clear message and exit code 1.
         model = default_model_loader(settings, settings.model_version)
@@ -109,7 +123,7 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
             # The first call (start-up) takes the model warmed above; reloads read the disk again.
             return preloaded.pop() if preloaded else default_model_loader(s, version)
 
-        app = create_app(settings, model_loader=loader, on_start=SERVER_HOOKS)
+        app = create_app(settings, model_loader=loader, on_start=SERVER_HOOKS, servers=servers)
         model_free: set[asyncio.Task[Any]] = set()
         config = uvicorn.Config(app, **uvicorn_options(settings, model_free))
         server = uvicorn.Server(config)

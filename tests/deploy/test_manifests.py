@@ -357,7 +357,9 @@ def test_dockerfile_environment_is_valid_settings(path: Path) -> None:
 def test_cpu_and_gpu_images_differ_only_in_the_onnxruntime_flavour() -> None:
     cpu, gpu = image_env(REPO / "Dockerfile.cpu"), image_env(REPO / "Dockerfile.gpu")
     assert cpu["EDGE_PROVIDER"] == "cpu" and gpu["EDGE_PROVIDER"] == "auto"
-    assert '".[cpu]"' in (REPO / "Dockerfile.cpu").read_text()
+    # The CPU image's extras are a build argument (`--build-arg EXTRAS=cpu,grpc` adds gRPC); the default is `cpu`.
+    cpu_text = (REPO / "Dockerfile.cpu").read_text()
+    assert "ARG EXTRAS=cpu\n" in cpu_text and '".[${EXTRAS}]"' in cpu_text
     assert '".[gpu]"' in (REPO / "Dockerfile.gpu").read_text()
 
 
