@@ -66,6 +66,8 @@ log = logging.getLogger("runtime.http")
 
 SERVER_NAME: Final = "neuraltrade-edge"
 PLATFORM: Final = "onnxruntime_onnx"
+#: Triton extensions served: binary tensors (here) and the model repository (`runtime.http.repository`).
+EXTENSIONS: Final = ("binary_tensor_data", "model_repository")
 _FP32_LE = np.dtype("<f4")
 _TENSOR_METADATA: Final = {
     "inputs": [{"name": INPUT_NAME, "datatype": DATATYPE, "shape": [-1, WINDOW_LENGTH, N_FEATURES]}],
@@ -88,7 +90,7 @@ def _error(exc: EdgeError) -> Response:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _v2_errors(endpoint: Endpoint) -> Endpoint:
+def v2_errors(endpoint: Endpoint) -> Endpoint:
     """Answer with the protocol's ``{"error"}`` body here, so the service-wide handler does not reshape it; an
     unexpected exception too (a 500 in the same shape, its text only in the log)."""
 
@@ -147,36 +149,36 @@ def _deadline(request: Request, req: InferenceRequest) -> float | None:
 
 
 # -- routes --------------------------------------------------------------------------------------------------
-@_v2_errors
+@v2_errors
 async def server_metadata(request: Request) -> Response:
-    return json_response(200, {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]})
+    return json_response(200, {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)})
 
 
-@_v2_errors
+@v2_errors
 async def server_live(request: Request) -> Response:
     return json_response(200, {"live": True})
 
 
-@_v2_errors
+@v2_errors
 async def server_ready(request: Request) -> Response:
     ready = _ready(request.app.state.service)
     return json_response(200 if ready else 503, {"ready": ready})
 
 
-@_v2_errors
+@v2_errors
 async def model_metadata(request: Request) -> Response:
     _, version = _served_version(request)
     return json_response(200, {"name": MODEL_NAME, "versions": [version], "platform": PLATFORM, **_TENSOR_METADATA})
 
 
-@_v2_errors
+@v2_errors
 async def model_ready(request: Request) -> Response:
     service, _ = _served_version(request)
     ready = _ready(service)
     return json_response(200 if ready else 503, {"name": MODEL_NAME, "ready": ready})
 
 
-@_v2_errors
+@v2_errors
 async def infer(request: Request) -> Response:
     service, version = _served_version(request)
     # Not `_ready`: while draining after SIGTERM, requests already received are still served.
