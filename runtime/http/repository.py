@@ -41,13 +41,13 @@ T = TypeVar("T", bound=BaseModel)
 class IndexRequest(BaseModel):
     """Body of ``POST /v2/repository/index`` (optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     ready: bool = Field(default=False, description="Only versions that are READY.")
 
 
 class LoadParameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     version: str | None = Field(
         default=None,
@@ -60,7 +60,7 @@ class LoadParameters(BaseModel):
 class LoadRequest(BaseModel):
     """Body of ``POST /v2/repository/models/{model_name}/load`` (optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     parameters: LoadParameters | None = None
 

@@ -258,7 +258,7 @@ def test_a_failed_load_keeps_the_old_version_serving(client: Any, repo: Path, co
         pytest.param("/v2/repository/models/other/load", {}, 404, ["unknown model 'other'"], id="unknown-model"),
         pytest.param("/v2/repository/models/signal_predictor/unload", {}, 400, ["cannot be unloaded"], id="unload"),
         pytest.param(
-            "/v2/repository/index", {"json": {"ready": "maybe"}}, 400, ["ready", "bool_parsing"], id="index-ready"
+            "/v2/repository/index", {"json": {"ready": "maybe"}}, 400, ["ready", "bool_type"], id="index-ready"
         ),
     ],
 )
