@@ -137,3 +137,10 @@ class ReloadInProgress(EdgeError):
 
     status_code = 409
     code = "RELOAD_IN_PROGRESS"
+
+
+class VersionNotFound(EdgeError):
+    """A version the model repository does not hold (`runtime.repository`)."""
+
+    status_code = 404
+    code = "VERSION_NOT_FOUND"

@@ -98,6 +98,40 @@ class Metrics:
         self.drift_worst = Gauge(
             "edge_drift_worst_abs_diff", "Largest per-window |p_int8 - p_fp32| seen since start.", registry=r
         )
+        # Shadow: a candidate version run on sampled live windows; labelled by both versions, so after a reload the
+        # serving version's figures start a new series instead of mixing two models.
+        pair = ["serving_version", "shadow_version"]
+        self.shadow_windows = Counter(
+            "edge_shadow_windows", "Live windows the shadow version also computed.", pair, registry=r
+        )
+        self.shadow_agreements = Counter(
+            "edge_shadow_argmax_agreements",
+            "Shadowed windows where both versions chose the same class.",
+            pair,
+            registry=r,
+        )
+        self.shadow_agreement = Gauge(
+            "edge_shadow_agreement_ratio",
+            "Share of shadowed windows where the shadow version chose the served version's class (argmax).",
+            pair,
+            registry=r,
+        )
+        self.shadow_abs_diff = Histogram(
+            "edge_shadow_abs_diff",
+            "Per-window max |p_serving - p_shadow| over the classes.",
+            pair,
+            buckets=_DIFF_BUCKETS,
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "edge_shadow_dropped",
+            "Sampled windows skipped because the shadow was busy.",
+            ["shadow_version"],
+            registry=r,
+        )
+        self.shadow_active = Gauge(
+            "edge_shadow_active", "1 while the shadow version runs (0 once stopped).", ["shadow_version"], registry=r
+        )
 
         self.stream_connections = Gauge("edge_stream_connections", "Open /stream WebSocket connections.", registry=r)
         self.stream_messages = Counter(

@@ -27,6 +27,7 @@ from runtime.decoding import Window
 from runtime.drift import DriftMonitor
 from runtime.errors import (
     DeadlineExceeded,
+    EdgeError,
     NotReady,
     Overloaded,
     RateLimited,
@@ -39,9 +40,11 @@ from runtime.errors import (
 from runtime.metrics import Metrics
 from runtime.predictions import responses
 from runtime.ratelimit import RateLimiter, retry_after
+from runtime.repository import ROOT, Repository
 from runtime.risk import window_features
 from runtime.session import Model, ModelInfo, threads_per_worker
 from runtime.settings import Settings
+from runtime.shadow import ShadowMonitor, start_shadow
 from runtime.statistics import RequestTiming
 from runtime.types import Float32Array
 
@@ -75,6 +78,8 @@ class Service:
     model: Model | None = None
     batcher: Batcher | None = None
     drift: DriftMonitor | None = None
+    shadow: ShadowMonitor | None = None
+    #: The served version's directory in the repository (None: the root, or EDGE_MODEL_VERSION at start).
     version: str | None = None
     #: Requests the HTTP server holds (parsed or not); set by the server. With one, a request may run inline.
     backlog: Callable[[], int] | None = None
@@ -87,6 +92,10 @@ class Service:
     started: float = field(default_factory=time.perf_counter)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    repository: Repository = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.repository = Repository(self.settings.model_dir)
 
     @classmethod
     def from_settings(cls, settings: Settings, loader: ModelLoader = default_model_loader) -> Service:
@@ -103,7 +112,13 @@ class Service:
     def start(self) -> None:
         """Load, verify and warm the model, start the batcher (inside the running loop); then ready."""
         self.draining = False  # a lifespan may start again on the same app (tests, embedding servers)
-        model = self.loader(self.settings, self.version)
+        # The shadow first: an UNAVAILABLE candidate refuses start-up before anything else is built.
+        self.shadow = start_shadow(self.settings, self.repository, self.metrics)
+        try:
+            model = self.loader(self.settings, self.version)
+        except Exception:
+            self.stop_shadow()
+            raise
         batcher = Batcher(
             model.run,
             tag=model.info,
@@ -134,6 +149,12 @@ class Service:
         if self.batcher is not None:
             await self.batcher.stop(self.settings.graceful_timeout)
         await asyncio.to_thread(self.stop_drift_monitor)
+        await asyncio.to_thread(self.stop_shadow)
+
+    def stop_shadow(self) -> None:
+        if self.shadow is not None:
+            self.shadow.stop()
+            self.shadow = None
 
     def begin_draining(self) -> None:
         """Turn readiness false so load balancers move away. Requests already received are still served: the
@@ -148,9 +169,11 @@ class Service:
         self.model = model
         self.metrics.set_model(model.info)
 
-    async def reload(self, version: str | None = None) -> tuple[ModelInfo, ModelInfo]:
+    async def reload(self, version: str | None = None, *, repository: bool = False) -> tuple[ModelInfo, ModelInfo]:
         """Verify and warm the new model off the loop, then swap it in; on failure the old one keeps serving.
 
+        `version` is a directory of model_dir (None: the served one again) or, with `repository`, a version of the
+        repository index (None: the newest READY one), refused with its reason when UNAVAILABLE.
         One reload at a time: a reload asked for while one runs gets `ReloadInProgress` (409) at once instead of
         queueing (a burst of 50 is one reload, not 50 models and drift references loaded in turn).
         """
@@ -162,8 +185,15 @@ class Service:
             old = self.model.info
             target = version or self.version
             try:
+                if repository:
+                    target = (await asyncio.to_thread(self.repository.resolve, version)).directory
                 new = await asyncio.to_thread(self.loader, self.settings, target)
+            except ReloadFailed as e:  # the repository's refusal: the version is UNAVAILABLE
+                self.metrics.reloads.labels("failed").inc()
+                raise ReloadFailed(f"{e.message}; still serving version {old.version}") from e
             except Exception as e:
+                if isinstance(e, EdgeError) and e.status_code < 500:
+                    raise  # not a failed load: a version the repository does not hold (404)
                 self.metrics.reloads.labels("failed").inc()
                 log.error("reload failed; still serving %s", old.version, extra={"reason": str(e)})
                 raise ReloadFailed(f"reload failed, still serving version {old.version}: {e}") from e
@@ -171,6 +201,9 @@ class Service:
             self.version = target
             self.metrics.reloads.labels("ok").inc()
             log.info("model reloaded", extra={"previous_version": old.version, "model_version": new.info.version})
+            if self.shadow is not None and (target or ROOT) == self.shadow.directory:
+                log.info("shadow version %s promoted: shadowing stopped", new.info.version)
+                await asyncio.to_thread(self.stop_shadow)
             # The previous reload's reference may still be loading: let it finish (and install) first, so one
             # loader runs at a time and each monitor replaces, and stops, the one before it.
             await asyncio.to_thread(self.wait_for_drift_loader)
@@ -375,4 +408,6 @@ class Service:
         info: ModelInfo = result.tag
         if self.drift is not None and info.precision == "int8":
             self.drift.offer(windows, result.probabilities)
+        if self.shadow is not None:
+            self.shadow.offer(windows, result.probabilities, info)
         return info

@@ -156,6 +156,19 @@ class Settings(BaseSettings):
         le=1,
         description="Fraction of INT8 requests re-run on FP32 off the hot path to measure drift (0 = off).",
     )
+    shadow_version: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$",
+        description="A candidate version from the model repository to run in the background on a sample of live "
+        "windows; /metrics compares it with the served one (edge_shadow_*). Must be READY, else start-up fails.",
+    )
+    shadow_sample_rate: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Fraction of requests whose windows the shadow version also computes, off the hot path "
+        "(dropped, and counted, when it is busy).",
+    )
     metrics_require_key: bool = Field(default=False, description="Require X-API-Key on /metrics.")
     drain_delay_s: float = Field(
         default=0.0,

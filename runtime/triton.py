@@ -24,7 +24,7 @@ SERVER_NAME: Final = "neuraltrade-edge"
 PLATFORM: Final = "onnxruntime_onnx"
 BACKEND: Final = "onnxruntime"
 #: Protocol extensions this server implements (Triton's names), on both wires.
-EXTENSIONS: Final = ("binary_tensor_data", "model_configuration", "statistics")
+EXTENSIONS: Final = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
 _TRITON_TYPE: Final = {"FP32": "TYPE_FP32"}
 
 

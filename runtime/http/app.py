@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from runtime import __version__
 from runtime.errors import NotReady
-from runtime.http import docs, stream, v2
+from runtime.http import docs, repository, stream, v2
 from runtime.http.errors import HANDLERS, error_body, json_response
 from runtime.http.middleware import EdgeMiddleware, JSONCORSMiddleware
 from runtime.http.openapi import openapi_schema
@@ -135,6 +135,7 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         *docs.routes,
         *v2.routes,
+        *repository.routes,
         *stream.routes(service),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict(HANDLERS))

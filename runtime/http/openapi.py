@@ -33,6 +33,9 @@ from runtime.http.openapi_components import (
     ref,
     response,
 )
+from runtime.http.openapi_repository import SCHEMAS as REPOSITORY_SCHEMAS
+from runtime.http.openapi_repository import repository_paths
+from runtime.http.repository import IndexRequest, LoadRequest
 from runtime.http.v2_tensors import InferenceRequest
 from runtime.schemas import (
     DEFAULT_EXCHANGES,
@@ -308,11 +311,13 @@ def openapi_schema(exchanges: tuple[str, ...] = DEFAULT_EXCHANGES) -> dict[str, 
         (BatchPredictionRequest, "validation"),
         (ReloadRequest, "validation"),
         (InferenceRequest, "validation"),
+        (IndexRequest, "validation"),
+        (LoadRequest, "validation"),
         (PredictionResponse, "serialization"),
         (ErrorResponse, "serialization"),
     ]
     _, defs = models_json_schema(models, ref_template=REF)
-    schemas: dict[str, Any] = {**defs["$defs"], **HAND_WRITTEN}
+    schemas: dict[str, Any] = {**defs["$defs"], **HAND_WRITTEN, **REPOSITORY_SCHEMAS}
     for model in ("InferenceRequest", "InputTensor", "RequestedOutput"):  # v2 takes "parameters": null as {}
         parameters = schemas[model]["properties"]["parameters"]
         parameters["anyOf"] = [{"$ref": parameters.pop("$ref")}, {"type": "null"}]
@@ -337,7 +342,7 @@ def openapi_schema(exchanges: tuple[str, ...] = DEFAULT_EXCHANGES) -> dict[str, 
             {"name": "admin", "description": "Operating the service"},
             {"name": "docs", "description": "This document and its viewer"},
         ],
-        "paths": {**_predict_paths(example), **_v2_paths(), **_service_paths()},
+        "paths": {**_predict_paths(example), **_v2_paths(), **repository_paths(), **_service_paths()},
         "components": {
             "schemas": schemas,
             "headers": HEADERS,

@@ -78,7 +78,7 @@ def _error(exc: EdgeError) -> Response:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _v2_errors(endpoint: Endpoint) -> Endpoint:
+def v2_errors(endpoint: Endpoint) -> Endpoint:
     """Answer with the protocol's ``{"error"}`` body here, so the service-wide handler does not reshape it; an
     unexpected exception too (a 500 in the same shape, its text only in the log)."""
 
@@ -125,37 +125,37 @@ def _deadline(request: Request, req: InferenceRequest) -> float | None:
 
 
 # -- routes --------------------------------------------------------------------------------------------------
-@_v2_errors
+@v2_errors
 async def server_metadata(request: Request) -> Response:
     return json_response(200, server_metadata_body())
 
 
-@_v2_errors
+@v2_errors
 async def server_live(request: Request) -> Response:
     return json_response(200, {"live": True})
 
 
-@_v2_errors
+@v2_errors
 async def server_ready(request: Request) -> Response:
     ready = is_ready(request.app.state.service)
     return json_response(200 if ready else 503, {"ready": ready})
 
 
-@_v2_errors
+@v2_errors
 async def model_metadata(request: Request) -> Response:
     service: Service = request.app.state.service
     info = served_model(service, request.path_params["model_name"], request.path_params.get("version"))
     return json_response(200, model_metadata_body(info))
 
 
-@_v2_errors
+@v2_errors
 async def model_ready(request: Request) -> Response:
     service, _ = _served_version(request)
     ready = is_ready(service)
     return json_response(200 if ready else 503, {"name": MODEL_NAME, "ready": ready})
 
 
-@_v2_errors
+@v2_errors
 async def infer(request: Request) -> Response:
     service, version = _served_version(request)
     # Not `_ready`: while draining after SIGTERM, requests already received are still served.
@@ -210,7 +210,7 @@ async def _infer(request: Request, service: Service, version: str) -> Response:
     )
 
 
-@_v2_errors
+@v2_errors
 async def model_config(request: Request) -> Response:
     """Triton's model configuration extension; open like the model metadata."""
     service: Service = request.app.state.service
@@ -219,7 +219,7 @@ async def model_config(request: Request) -> Response:
     return json_response(200, model_config_body(service, info))
 
 
-@_v2_errors
+@v2_errors
 async def model_statistics(request: Request) -> Response:
     """Triton's statistics extension; behind the API key when /metrics is (it reveals traffic)."""
     service: Service = request.app.state.service

@@ -24,12 +24,14 @@ from starlette.applications import Starlette
 
 from runtime.http.app import create_app
 from runtime.manifest import Manifest
+from runtime.repository import Repository
 from runtime.server.limits import ProtocolLimits
 from runtime.server.protocol import EdgeHttpProtocol
 from runtime.server.signals import SERVER_HOOKS
 from runtime.service import Service, default_model_loader
 from runtime.session import Model
 from runtime.settings import Settings
+from runtime.shadow import shadow_entry
 
 log = logging.getLogger("runtime")
 
@@ -113,6 +115,8 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
     started = time.perf_counter()
     _tune_interpreter(settings)
     servers = protocol_servers(settings)
+    # Before binding: a shadow version that is missing or UNAVAILABLE stops start-up with the reason (exit 1).
+    shadow_entry(settings, Repository(settings.model_dir))
     if settings.workers == 1:
         # Load and warm before binding: a bad model fails here with a clear message and exit code 1.
         model = default_model_loader(settings, settings.model_version)

@@ -33,7 +33,12 @@ EXCHANGES = ("binance", "kraken", "okx")
 #: Generated requests per operation in the fuzzing phase. Batch bodies (up to 100 x 60 candles) are costly to
 #: generate and a reload re-verifies and warms the model, so those get fewer. Raise locally to search harder.
 MAX_EXAMPLES = 20
-FEWER = {"/predict/batch": 5, "/admin/reload": 5, "/docs/static/{name}": 5}
+FEWER = {
+    "/predict/batch": 5,
+    "/admin/reload": 5,
+    "/docs/static/{name}": 5,
+    "/v2/repository/models/{model_name}/load": 5,
+}
 
 CONFIG = schemathesis.Config.from_dict(
     {
