@@ -27,6 +27,8 @@ FP32_ROWWISE_FILE: Final = f"{MODEL_NAME}.rowwise.onnx"
 INT8_ROWWISE_FILE: Final = f"{MODEL_NAME}.int8.rowwise.onnx"
 TORCH_FILE: Final = f"{MODEL_NAME}.pt"
 MANIFEST_FILE: Final = "manifest.json"
+#: A model version: also the name of its directory, models/<version>/ (so no path separators, no leading dot).
+VERSION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
 #: Largest number of windows in one /predict/batch request.
 MAX_BATCH_REQUESTS: Final = 100

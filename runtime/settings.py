@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from runtime.constants import VERSION_PATTERN
 from runtime.schemas import DEFAULT_EXCHANGES, EXCHANGE_PATTERN
 
 MIN_KEY_LENGTH = 8
@@ -36,7 +37,7 @@ class Settings(BaseSettings):
     model_dir: Path = Field(default=Path("models"), description="Directory holding manifest.json and the models.")
     model_version: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$",
+        pattern=VERSION_PATTERN,
         description="Serve model_dir/<version>/ instead of model_dir itself (several versions side by side).",
     )
     precision: Precision = Field(

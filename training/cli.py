@@ -1,4 +1,4 @@
-"""``python -m training train|parity``: the two commands of the training pipeline.
+"""``python -m training train|finetune|parity|rowwise``: the commands of the training pipeline.
 
 The CLI is the one place that prints (a summary, or the parity JSON); the library logs.
 """
@@ -11,20 +11,28 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from training.config import TrainingConfig
+from training.config import FinetuneOptions, TrainingConfig
 from training.errors import TrainingError
+
+if TYPE_CHECKING:
+    from training.pipeline import PipelineResult
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch and step")
+    # -v also after the subcommand; SUPPRESS so a subcommand without it does not reset the main parser's value.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log every epoch")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train, quantize, export, check parity, write report and manifest")
+    train = sub.add_parser(
+        "train", parents=[verbose], help="train, quantize, export, check parity, write report and manifest"
+    )
     train.add_argument("--data", default=None, help="sp500 | nasdaq | both (default) | PATH.csv")
     train.add_argument("--csv-timezone", default=None, help="IANA zone for naive CSV timestamps (e.g. UTC)")
     train.add_argument("--out", type=Path, default=Path("models"), help="output directory (default: models/)")
@@ -46,12 +54,39 @@ def _parser() -> argparse.ArgumentParser:
         )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    parity = sub.add_parser("parity", help="re-check a model directory: sha256 of every file, then parity")
+    finetune = sub.add_parser(
+        "finetune",
+        parents=[verbose],
+        help="fine-tune a version on a new market's CSV (encoder frozen), then train's whole tail into --out",
+    )
+    finetune.add_argument("--from", dest="parent", type=Path, default=Path("models"), help="parent version dir")
+    finetune.add_argument("--data", required=True, help="PATH.csv of the new market (train's CSV format)")
+    finetune.add_argument("--out", type=Path, required=True, help="new version directory (must not exist or be empty)")
+    finetune.add_argument("--csv-timezone", default=None, help="IANA zone for naive CSV timestamps (e.g. UTC)")
+    finetune.add_argument(
+        "--freeze-encoder",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="freeze input norm + LSTM as the seed does (default); --no-freeze-encoder trains everything",
+    )
+    for name, typ in (("epochs", int), ("lr", float)):
+        field = FinetuneOptions.model_fields[name]
+        help_text = f"{field.description} (default {field.default})"
+        finetune.add_argument(f"--{name}", type=typ, default=None, help=help_text)
+    finetune.add_argument("--version", dest="model_version", default=None, help="default <parent>-ft-<csv name>")
+    finetune.add_argument("--seed", type=int, default=None, help="default: the parent's seed")
+    finetune.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    parity = sub.add_parser(
+        "parity", parents=[verbose], help="re-check a model directory: sha256 of every file, then parity"
+    )
     parity.add_argument("--model-dir", type=Path, default=Path("models"))
     parity.add_argument("--data", default=None, help="override the data recorded in the manifest")
 
     rowwise = sub.add_parser(
-        "rowwise", help="add the batch-invariant (Scan) ONNX files to a model directory, checked on its test split"
+        "rowwise",
+        parents=[verbose],
+        help="add the batch-invariant (Scan) ONNX files to a model directory, checked on its test split",
     )
     rowwise.add_argument("--model-dir", type=Path, default=Path("models"))
     rowwise.add_argument("--data", default=None, help="override the data recorded in the manifest")
@@ -87,9 +122,38 @@ def _train(args: argparse.Namespace) -> int:
 
     config = _config(args)
     result = run_pipeline(config, args.out, version=args.model_version or MODEL_VERSION)
+    return _print_result(result, args.out)
+
+
+def _finetune(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.finetune import finetune, shell_command
+
+    given = {
+        "data": args.data,
+        "csv_timezone": args.csv_timezone,
+        "freeze_encoder": args.freeze_encoder,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "seed": args.seed,
+        "version": args.model_version,
+        "progress": not args.no_progress,
+    }
+    options = FinetuneOptions(**{k: v for k, v in given.items() if v is not None})
+    result = finetune(args.parent, args.out, options, command=shell_command(list(argv)))
+    ft = result.manifest["finetune"]
+    print(
+        f"\nfine-tuned {result.manifest['parent']['version']} -> {result.manifest['version']}: trainable "
+        f"{ft['trainable_parameters']:,} / {ft['total_parameters']:,} parameters, training {ft['training_seconds']} s"
+    )
+    code = _print_result(result, args.out)
+    print(ft["verdict"])
+    return code
+
+
+def _print_result(result: PipelineResult, out: Path) -> int:
     m = result.manifest
     fp32, int8 = m["metrics"]["test_torch_fp32"], m["metrics"]["test_onnx_int8"]
-    print(f"\nwrote {args.out}/ ({', '.join(m['files'])}, manifest.json)")
+    print(f"\nwrote {out}/ ({', '.join(m['files'])}, manifest.json)")
     print(f"test accuracy {fp32['accuracy']:.4f} (ONNX INT8 {int8['accuracy']:.4f}), macro-F1 {fp32['macro_f1']:.4f}")
     for name, b in m["metrics"]["baselines"].items():
         print(f"  baseline {name}: accuracy {b['accuracy']:.4f}, macro-F1 {b['macro_f1']:.4f}")
@@ -129,12 +193,15 @@ def _rowwise(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "finetune":
+            return _finetune(args, argv)
         return {"train": _train, "parity": _parity, "rowwise": _rowwise}[args.command](args)
     except (TrainingError, ValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from runtime.constants import VERSION_PATTERN
+
 
 class TrainingConfig(BaseModel):
     """One training run. Defaults are the committed model's settings (see models/manifest.json)."""
@@ -66,3 +68,21 @@ class TrainingConfig(BaseModel):
         if self.hidden_size % 2:
             raise ValueError(f"hidden_size must be even (the head halves it), got {self.hidden_size}")
         return self
+
+
+class FinetuneOptions(BaseModel):
+    """What `python -m training finetune` takes; everything else (labels, splits, optimiser, architecture) comes
+    from the parent version's manifest, so the child is labelled and split exactly as the parent was."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: str = Field(description="CSV of the new market, in `train --data PATH.csv` format.")
+    csv_timezone: str | None = Field(default=None, description="IANA zone attached to naive CSV timestamps.")
+    freeze_encoder: bool = Field(default=True, description="Freeze input BatchNorm + LSTM, as the seed does.")
+    epochs: int = Field(default=10, ge=1, description="Upper bound on epochs; early stopping may end sooner.")
+    lr: float = Field(default=1e-3, gt=0, description="Peak learning rate.")
+    seed: int | None = Field(default=None, ge=0, description="None: the parent's seed.")
+    version: str | None = Field(
+        default=None, pattern=VERSION_PATTERN, description="None: '<parent version>-ft-<csv name>'."
+    )
+    progress: bool = Field(default=True, description="Show a tqdm progress bar.")

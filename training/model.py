@@ -6,7 +6,7 @@ alone is the complete model, no client can skew the preprocessing, and one model
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch import nn
@@ -48,6 +48,10 @@ class AttentionPooling(nn.Module):
         scores = self.score(torch.tanh(self.proj(h)))  # (b, t, 1)
         weights = torch.softmax(scores, dim=1)  # (b, t, 1), sums to 1 over time
         return (weights * h).sum(dim=1)  # (b, hidden)
+
+
+#: The seed's encoder (`load_pretrained_and_finetune` freezes parameters whose name contains one of these).
+ENCODER_MODULES: Final = ("input_norm", "lstm")
 
 
 class SignalPredictor(nn.Module):
@@ -114,15 +118,23 @@ class SignalPredictor(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw window (b, t, 5) → unnormalised class scores (b, 3); training uses these for the loss."""
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw window (b, t, 5) → LSTM states (b, t, hidden): the encoder, which fine-tuning freezes."""
         feats = normalise_window(x)  # (b, t, 5)
         # BatchNorm1d normalises channels on axis 1, so move features there and back.
         feats = self.input_norm(feats.transpose(1, 2)).transpose(1, 2)  # (b, t, 5)
-        h, _ = self.lstm(feats)  # (b, t, hidden)
+        h: torch.Tensor = self.lstm(feats)[0]  # (b, t, hidden)
+        return h
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """LSTM states (b, t, hidden) → unnormalised class scores (b, 3): attention pooling and the head."""
         pooled = self.attention(h)  # (b, hidden)
         logits: torch.Tensor = self.head(pooled)  # (b, classes)
         return logits
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw window (b, t, 5) → unnormalised class scores (b, 3); training uses these for the loss."""
+        return self.decode(self.encode(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw window float32 (b, 60, 5) → probabilities (b, 3) in `runtime.constants.CLASSES` order."""

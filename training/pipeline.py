@@ -56,7 +56,7 @@ from training.report import (
     write_report,
 )
 from training.rowwise import check_rowwise, write_rowwise
-from training.train import seed_everything, train_model
+from training.train import TrainingResult, seed_everything, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +186,27 @@ def run_pipeline(config: TrainingConfig, out_dir: Path, *, version: str = MODEL_
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     splits, provenance = load_splits(config)
+    result = train_model(config, splits, out_dir / TORCH_FILE)
+    return write_version(config, splits, provenance, result, out_dir, version=version, started=started)
+
+
+def write_version(
+    config: TrainingConfig,
+    splits: Splits,
+    provenance: list[dict[str, Any]],
+    result: TrainingResult,
+    out_dir: Path,
+    *,
+    version: str,
+    started: float,
+    extra: dict[str, Any] | None = None,
+    summary_prefix: str = "",
+) -> PipelineResult:
+    """Everything after training, shared by `train` and `finetune`: evaluation, FP32 + INT8 export, quantization
+    checks, parity, latency, row-wise graphs, plots, report and manifest. `result.model` is the trained model and
+    its checkpoint is already `out_dir`/TORCH_FILE; `extra` keys join the manifest before the report renders."""
     split_summary = splits.summary()
     logger.info("splits: %s", {k: v["windows"] for k, v in split_summary.items() if isinstance(v, dict)})
-
-    result = train_model(config, splits, out_dir / TORCH_FILE)
     model = result.model
     test = splits.test
 
@@ -271,7 +288,8 @@ def run_pipeline(config: TrainingConfig, out_dir: Path, *, version: str = MODEL_
         "environment": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "versions": _versions(),
     }
-    manifest["summary"] = _summary_text(metrics, parity.passed, latency)
+    manifest.update(extra or {})
+    manifest["summary"] = (summary_prefix + " " + _summary_text(metrics, parity.passed, latency)).strip()
     # The report renders from the manifest; sizes of the model files are known before the report exists.
     manifest["batch_invariance"] = write_rowwise_files(out_dir, test.windows)
     model_files = [TORCH_FILE, FP32_FILE, INT8_FILE, FP32_ROWWISE_FILE, INT8_ROWWISE_FILE]
