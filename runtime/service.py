@@ -41,6 +41,7 @@ from runtime.ratelimit import RateLimiter, retry_after
 from runtime.risk import window_features
 from runtime.session import Model, ModelInfo, threads_per_worker
 from runtime.settings import Settings
+from runtime.tracing import Tracer
 from runtime.types import Float32Array
 
 log = logging.getLogger("runtime.service")
@@ -77,13 +78,17 @@ class Service:
     ready: bool = False
     draining: bool = False
     rate_limiter: RateLimiter | None = None
+    #: OpenTelemetry spans, or None (tracing off: one `is None` check per request).
+    tracer: Tracer | None = None
     drift_loader: threading.Thread | None = None
     started: float = field(default_factory=time.perf_counter)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
-    def from_settings(cls, settings: Settings, loader: ModelLoader = default_model_loader) -> Service:
+    def from_settings(
+        cls, settings: Settings, loader: ModelLoader = default_model_loader, tracer: Tracer | None = None
+    ) -> Service:
         limiter = RateLimiter(settings.rate_limit, settings.rate_limit_bucket()) if settings.rate_limit else None
         return cls(
             settings=settings,
@@ -91,6 +96,7 @@ class Service:
             loader=loader,
             version=settings.model_version,
             rate_limiter=limiter,
+            tracer=tracer,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -128,6 +134,8 @@ class Service:
         if self.batcher is not None:
             await self.batcher.stop(self.settings.graceful_timeout)
         await asyncio.to_thread(self.stop_drift_monitor)
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes spans still batched for export
 
     def begin_draining(self) -> None:
         """Turn readiness false so load balancers move away. Requests already received are still served: the
@@ -347,8 +355,17 @@ class Service:
         return answers, result.compute_ms
 
     def _observe(self, windows: Float32Array, result: BatchResult) -> ModelInfo:
-        """Offer a computed batch to the drift monitor; return the model that computed it."""
+        """Offer a computed batch to the drift monitor, trace its queue wait and run; return the model that ran it."""
         info: ModelInfo = result.tag
+        if self.tracer is not None:
+            self.tracer.record_run(
+                started=result.started,
+                queue_ms=result.queue_ms,
+                compute_ms=result.compute_ms,
+                batch_size=result.batch_size,
+                run_id=result.run_id,
+                model={"version": info.version, "precision": info.precision, "provider": info.provider},
+            )
         if self.drift is not None and info.precision == "int8":
             self.drift.offer(windows, result.probabilities)
         return info

@@ -14,7 +14,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet -e '.[cpu,train,dev]'
+.venv/bin/pip install --quiet -e '.[cpu,train,dev,otel]'
 # Held-out market data (EUR/USD hourly, GOOG daily) for the batch-invariance checks: only the package's CSV files are
 # read, so its plotting dependencies (bokeh) are left out.
 .venv/bin/pip install --quiet --no-deps 'backtesting==0.6.6'
