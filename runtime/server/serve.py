@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 
@@ -25,6 +26,9 @@ from runtime.server.signals import SERVER_HOOKS
 from runtime.service import default_model_loader
 from runtime.session import Model
 from runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("runtime")
 
@@ -89,9 +93,13 @@ def app_from_env() -> Starlette:
     return create_app(settings, on_start=SERVER_HOOKS)
 
 
-def serve(settings: Settings, uvicorn: ModuleType) -> int:
+def serve(settings: Settings, uvicorn: ModuleType, *, tracer_provider: TracerProvider | None = None) -> int:
+    """Run the server until it is stopped. `tracer_provider` (one process only) replaces the OTLP exporter that
+    settings would configure: `bench.tracing` serves with an in-memory exporter through it."""
     started = time.perf_counter()
     _tune_interpreter(settings)
+    if tracer_provider is not None and settings.workers != 1:
+        raise ValueError("a tracer_provider is an in-process object: it serves one worker only")
     if settings.workers == 1:
         # Load and warm before binding: a bad model fails here with a clear message and exit code 1.
         model = default_model_loader(settings, settings.model_version)
@@ -102,7 +110,7 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
             # The first call (start-up) takes the model warmed above; reloads read the disk again.
             return preloaded.pop() if preloaded else default_model_loader(s, version)
 
-        app = create_app(settings, model_loader=loader, on_start=SERVER_HOOKS)
+        app = create_app(settings, model_loader=loader, on_start=SERVER_HOOKS, tracer_provider=tracer_provider)
         config = uvicorn.Config(app, **uvicorn_options(settings))
         server = uvicorn.Server(config)
         if settings.inline_when_idle:
