@@ -17,10 +17,8 @@ within one run, not figures across runs.
 from __future__ import annotations
 
 import argparse
-import atexit
 import http.client
 import io
-import json
 import os
 import statistics
 import subprocess
@@ -57,23 +55,30 @@ def _extract(rev: str, into: Path) -> None:
 
 def _start(argv: list[str], cwd: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "OTEL_"))}
-    env.update({"PYTHONPATH": str(cwd), "EDGE_MODEL_DIR": str(REPO_ROOT / "models"), "EDGE_DRIFT_SAMPLE_RATE": "0"})
+    env.update(
+        {
+            "BENCH_SPANS_FILE": str(log.parent / "spans"),
+            "PYTHONPATH": str(cwd),
+            "EDGE_MODEL_DIR": str(REPO_ROOT / "models"),
+            "EDGE_DRIFT_SAMPLE_RATE": "0",
+        }
+    )
     args = [*argv, "--host", "127.0.0.1", "--port", str(port)]
     return subprocess.Popen(args, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-def _wait_ready(port: int, timeout: float = 120.0) -> None:
+def _wait_ready(port: int, timeout: float = 120.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/ready")
             if conn.getresponse().status == 200:
-                return
+                return True
         except OSError:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"server on port {port} did not become ready")
+    return False
 
 
 class _Client:
@@ -113,6 +118,8 @@ def serve_in_memory(port: int) -> None:
         def export(self, spans: object) -> SpanExportResult:
             batch: list[ReadableSpan] = list(spans)  # type: ignore[call-overload]
             Bounded.exported += len(batch)
+            # uvicorn re-raises SIGTERM after its shutdown, so atexit never runs: the count goes to a file.
+            Path(os.environ["BENCH_SPANS_FILE"]).write_text(str(Bounded.exported))
             result = super().export(batch)
             if len(self.get_finished_spans()) > 50_000:
                 self.clear()  # the bench runs long: keep memory flat
@@ -121,11 +128,6 @@ def serve_in_memory(port: int) -> None:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Bounded()))
 
-    def report() -> None:
-        provider.force_flush()
-        print(json.dumps({"spans_exported": Bounded.exported}), flush=True)
-
-    atexit.register(report)
     settings = Settings(host="127.0.0.1", port=port)
     logs.configure(settings.log_level)
     serve(settings, uvicorn, tracer_provider=provider)
@@ -136,10 +138,12 @@ def main() -> None:
     parser.add_argument("--before", help="git revision of the code before tracing (default: found from git log)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--per-round", type=int, default=200)
-    parser.add_argument("--serve-in-memory", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-in-memory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_in_memory:
-        serve_in_memory(args.serve_in_memory)
+        serve_in_memory(args.port)
         return
     rev = args.before or _before_rev()
     with tempfile.TemporaryDirectory(prefix="bench-tracing-") as tmp:
@@ -151,15 +155,16 @@ def main() -> None:
             "before": _start([sys.executable, "-m", "runtime"], before_tree, ports["before"], logs["before"]),
             "off": _start([sys.executable, "-m", "runtime"], REPO_ROOT, ports["off"], logs["off"]),
             "on": _start(
-                [sys.executable, "-m", "bench.tracing", "--serve-in-memory", str(ports["on"])],
+                [sys.executable, "-m", "bench.tracing", "--serve-in-memory"],
                 REPO_ROOT,
                 ports["on"],
                 logs["on"],
             ),
         }
         try:
-            for port in ports.values():
-                _wait_ready(port)
+            for name, port in ports.items():
+                if not _wait_ready(port):
+                    raise SystemExit(f"{name} server did not become ready:\n{logs[name].read_text()[-3000:]}")
             clients = {
                 "before": _Client(ports["before"], traceparent=False),
                 "off": _Client(ports["off"], traceparent=False),
@@ -169,6 +174,7 @@ def main() -> None:
             latencies: dict[str, list[float]] = {name: [] for name in clients}
             for client in clients.values():
                 client.run(200, [])  # warm-up
+                client.echoed = 0
             names = list(clients)
             for r in range(args.rounds):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
@@ -178,7 +184,8 @@ def main() -> None:
                 proc.terminate()
             for proc in procs.values():
                 proc.wait(30)
-        spans = [line for line in logs["on"].read_text().splitlines() if line.startswith('{"spans_exported"')]
+        spans_file = Path(tmp) / "spans"
+        spans = spans_file.read_text() if spans_file.exists() else "unknown"
     n = args.rounds * args.per_round
     print(f"/predict at 1 connection, {n} requests per configuration in {args.rounds} interleaved rounds")
     print(f"before = {rev}; shared 2-CPU machine: compare ratios within this run")
@@ -191,7 +198,7 @@ def main() -> None:
             f"  {name:16s} p50 {p50:7.1f} us  p99 {p99:7.1f} us  p50 vs before {p50 / base:5.3f}x"
             f"  (traceparent echoed on {echoed})"
         )
-    print(f"  on: {spans[-1] if spans else 'spans exported: unknown (no report in the log)'}")
+    print(f"  on: {spans} spans reached the in-memory exporter (3 per request: request, queue, model run)")
 
 
 if __name__ == "__main__":
