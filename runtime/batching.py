@@ -44,6 +44,7 @@ class BatchResult:
     compute_ms: float  # model run time of that batch
     tag: Any = None  # what `swap_run` named the model that computed it (e.g. its version)
     run_id: int = 0  # which model run of this process computed it (names the batch in audit records)
+    started: float = 0.0  # time.perf_counter() when that model run began (places its trace spans)
 
 
 @dataclass
@@ -161,17 +162,18 @@ class Batcher:
             self._busy = True
             run, tag = self._run, self._tag
         try:
-            probs, compute_ms = self._compute(run, windows, queue_ms=0.0)
+            probs, compute_ms, started = self._compute(run, windows, queue_ms=0.0)
             run_id = self.runs
         finally:
             with self._cond:
                 self._busy = False
                 if self._pending:
                     self._cond.notify()  # requests that queued meanwhile
-        return BatchResult(probs, len(windows), 0.0, compute_ms, tag, run_id)
+        return BatchResult(probs, len(windows), 0.0, compute_ms, tag, run_id, started)
 
-    def _compute(self, run: RunFn, windows: Float32Array, queue_ms: float) -> tuple[Float32Array, float]:
-        """One model run with its bookkeeping; any failure becomes an `EdgeError` (InferenceFailed if unknown)."""
+    def _compute(self, run: RunFn, windows: Float32Array, queue_ms: float) -> tuple[Float32Array, float, float]:
+        """One model run with its bookkeeping; any failure becomes an `EdgeError` (InferenceFailed if unknown).
+        Returns the probabilities, the run's milliseconds and the perf_counter() it started at."""
         start = time.perf_counter()
         try:
             probs = run(windows)
@@ -184,7 +186,7 @@ class Batcher:
         self.runs += 1
         if self._on_batch is not None:
             self._on_batch(len(windows), compute_ms, queue_ms)
-        return probs, compute_ms
+        return probs, compute_ms, start
 
     # -- the inference thread --------------------------------------------------------------------------------
     def _take_batch(self) -> tuple[list[_Item], RunFn, Any] | None:
@@ -236,7 +238,7 @@ class Batcher:
         windows = live[0].windows if len(live) == 1 else np.concatenate([it.windows for it in live])
         oldest_ms = max((start - it.submitted) * 1000 for it in live)
         try:
-            probs, compute_ms = self._compute(run, windows, queue_ms=oldest_ms)
+            probs, compute_ms, started = self._compute(run, windows, queue_ms=oldest_ms)
         except EdgeError as e:  # a failure must reach every waiter of the batch
             loop.call_soon_threadsafe(_fail, live, e)
             return
@@ -246,7 +248,9 @@ class Batcher:
         for it in live:
             n = len(it.windows)
             queue_ms = (start - it.submitted) * 1000
-            results.append(BatchResult(probs[offset : offset + n], len(windows), queue_ms, compute_ms, tag, run_id))
+            results.append(
+                BatchResult(probs[offset : offset + n], len(windows), queue_ms, compute_ms, tag, run_id, started)
+            )
             offset += n
         loop.call_soon_threadsafe(_deliver, live, results)
 

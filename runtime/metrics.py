@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from runtime.batching import BATCH_INVARIANCE_ATOL
@@ -40,6 +49,12 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # What every Prometheus Python target exports on the default registry, on ours: process_* (resident and
+        # virtual memory, CPU seconds, open and max fds, start time; read from /proc, Linux only), python_info and
+        # python_gc_*. In prometheus_client's multiprocess mode these describe the process that answered the scrape.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.requests = Counter("edge_requests", "HTTP requests by route and status.", ["route", "status"], registry=r)
         self.latency = Histogram(
             "edge_request_duration_seconds",

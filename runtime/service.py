@@ -46,6 +46,7 @@ from runtime.session import Model, ModelInfo, threads_per_worker
 from runtime.settings import Settings
 from runtime.shadow import ShadowMonitor, start_shadow
 from runtime.statistics import RequestTiming
+from runtime.tracing import Tracer
 from runtime.types import Float32Array
 
 log = logging.getLogger("runtime.service")
@@ -88,6 +89,8 @@ class Service:
     ready: bool = False
     draining: bool = False
     rate_limiter: RateLimiter | None = None
+    #: OpenTelemetry spans, or None (tracing off: one `is None` check per request).
+    tracer: Tracer | None = None
     drift_loader: threading.Thread | None = None
     started: float = field(default_factory=time.perf_counter)
     background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -98,7 +101,9 @@ class Service:
         self.repository = Repository(self.settings.model_dir)
 
     @classmethod
-    def from_settings(cls, settings: Settings, loader: ModelLoader = default_model_loader) -> Service:
+    def from_settings(
+        cls, settings: Settings, loader: ModelLoader = default_model_loader, tracer: Tracer | None = None
+    ) -> Service:
         limiter = RateLimiter(settings.rate_limit, settings.rate_limit_bucket()) if settings.rate_limit else None
         return cls(
             settings=settings,
@@ -106,6 +111,7 @@ class Service:
             loader=loader,
             version=settings.model_version,
             rate_limiter=limiter,
+            tracer=tracer,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -150,6 +156,8 @@ class Service:
             await self.batcher.stop(self.settings.graceful_timeout)
         await asyncio.to_thread(self.stop_drift_monitor)
         await asyncio.to_thread(self.stop_shadow)
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes spans still batched for export
 
     def stop_shadow(self) -> None:
         if self.shadow is not None:
@@ -404,8 +412,17 @@ class Service:
         return answers, result.compute_ms
 
     def _observe(self, windows: Float32Array, result: BatchResult) -> ModelInfo:
-        """Offer a computed batch to the drift monitor; return the model that computed it."""
+        """Offer a computed batch to the drift monitor, trace its queue wait and run; return the model that ran it."""
         info: ModelInfo = result.tag
+        if self.tracer is not None:
+            self.tracer.record_run(
+                started=result.started,
+                queue_ms=result.queue_ms,
+                compute_ms=result.compute_ms,
+                batch_size=result.batch_size,
+                run_id=result.run_id,
+                model={"version": info.version, "precision": info.precision, "provider": info.provider},
+            )
         if self.drift is not None and info.precision == "int8":
             self.drift.offer(windows, result.probabilities)
         if self.shadow is not None:

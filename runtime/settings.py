@@ -215,6 +215,12 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     access_log: bool = Field(default=False, description="Log one JSON line per request.")
+    tracing: bool | None = Field(
+        default=None,
+        description="OpenTelemetry spans (request, queue wait, model run) exported over OTLP; needs the `otel` "
+        "extra. Unset: on exactly when OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set. An incoming W3C "
+        "traceparent is continued and echoed either way.",
+    )
     debug: bool = Field(default=False, description="Include exception text in 500 responses.")
 
     @field_validator("exchanges", "cors_origins", mode="before")

@@ -12,9 +12,18 @@ if [ ! -x /usr/bin/chromium ]; then
         echo "note: /usr/bin/chromium is missing (install it as root: apt-get install chromium)" >&2
     fi
 fi
+# The alert/recording-rule tests run Debian's promtool (package `prometheus`); same terms as chromium above.
+if ! command -v promtool >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+            || echo "warning: apt-get could not install prometheus; the promtool rule tests will not run" >&2
+    else
+        echo "note: promtool is missing (install it as root: apt-get install prometheus)" >&2
+    fi
+fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet -e '.[cpu,train,dev,grpc]'
+.venv/bin/pip install --quiet -e '.[cpu,train,dev,grpc,otel]'
 # Held-out market data (EUR/USD hourly, GOOG daily) for the batch-invariance checks: only the package's CSV files are
 # read, so its plotting dependencies (bokeh) are left out.
 .venv/bin/pip install --quiet --no-deps 'backtesting==0.6.6'

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,6 +28,10 @@ from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.schemas import ReloadRequest
 from runtime.service import ModelLoader, Service, default_model_loader
 from runtime.settings import Settings
+from runtime.tracing import tracer_from_settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 _RELOAD_BODY_LIMIT = 4096
 
@@ -101,11 +106,14 @@ def create_app(
     model_loader: ModelLoader = default_model_loader,
     on_start: Sequence[Callable[[Service], None]] = (),
     servers: Sequence[Callable[[Service], AbstractAsyncContextManager[object]]] = (),
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
     """Build the ASGI app. The model is loaded and warmed in the lifespan, before /ready turns true; `on_start`
     hooks (the server's signal handlers) run in the server's loop once it has. `servers` are other protocols'
-    servers over the same service (gRPC), entered once the model is ready and closed before the service stops."""
-    service = Service.from_settings(settings, model_loader)
+    servers over the same service (gRPC), entered once the model is ready and closed before the service stops.
+    `tracer_provider` (an OpenTelemetry SDK provider) replaces the OTLP exporter that settings and the OTEL_*
+    variables would configure."""
+    service = Service.from_settings(settings, model_loader, tracer_from_settings(settings, provider=tracer_provider))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -149,6 +157,7 @@ def create_app(
         debug=settings.debug,
         log_requests=settings.access_log,
         direct={("POST", "/predict"): predict},
+        tracer=service.tracer,
     )
     if settings.cors_origins:
         # Outside EdgeMiddleware, so the direct /predict path gets CORS headers too; off (zero cost) by default.

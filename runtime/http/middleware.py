@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runtime.errors import detail
 from runtime.http.errors import error_body, json_response
 from runtime.metrics import Metrics
+from runtime.tracing import TRACEPARENT, RequestTrace, Tracer, parse_traceparent, propagate
 
 log = logging.getLogger("runtime.http")
 access_log = logging.getLogger("runtime.access")
@@ -45,6 +46,7 @@ class EdgeMiddleware:
         debug: bool = False,
         log_requests: bool = False,
         direct: dict[tuple[str, str], ASGIApp] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -52,6 +54,7 @@ class EdgeMiddleware:
         self.debug = debug
         self.log_requests = log_requests
         self.direct = direct or {}
+        self.tracer = tracer
         self._observers: dict[tuple[str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
 
     def _observe(self, label: str, status: int, elapsed: float) -> None:
@@ -73,12 +76,16 @@ class EdgeMiddleware:
             return
         start = time.perf_counter()
         rid = None
+        traceparent: bytes | None = None
         header_bytes = 0
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value) + 4
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
                 rid = candidate if _REQUEST_ID.match(candidate) else None
+            elif name == TRACEPARENT:
+                # Two traceparent headers cannot both be the parent: W3C says treat that as none.
+                traceparent = value if traceparent is None else b""
         rid = rid or f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
         scope["edge.request_id"] = rid
         if header_bytes > self.max_header_bytes:
@@ -94,6 +101,9 @@ class EdgeMiddleware:
             await too_large(scope, receive, send)
             self.metrics.requests.labels("unmatched", "431").inc()
             return
+        trace: RequestTrace | None = None
+        if traceparent is not None or self.tracer is not None:
+            trace = self._start_trace(scope, traceparent, rid)
         status = 500
         started = False
 
@@ -106,6 +116,8 @@ class EdgeMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
                 headers.append((b"x-process-time-ms", f"{elapsed:.3f}".encode()))
+                if trace is not None and trace.echo is not None:
+                    headers.append((TRACEPARENT, trace.echo))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -132,17 +144,28 @@ class EdgeMiddleware:
                 label = route.path
             self.metrics.in_flight.dec()
             self._observe(label, status, elapsed)
+            if trace is not None:
+                trace.end(scope["method"], label, status)
             if self.log_requests:
-                access_log.info(
-                    "request",
-                    extra={
-                        "request_id": rid,
-                        "method": scope.get("method"),
-                        "route": label,
-                        "status": status,
-                        "latency_ms": round(elapsed * 1000, 3),
-                    },
-                )
+                fields = {
+                    "request_id": rid,
+                    "method": scope.get("method"),
+                    "route": label,
+                    "status": status,
+                    "latency_ms": round(elapsed * 1000, 3),
+                }
+                if trace is not None:
+                    fields["trace_id"] = trace.trace_id
+                    fields["span_id"] = trace.span_id
+                access_log.info("request", extra=fields)
+
+    def _start_trace(self, scope: Scope, traceparent: bytes | None, rid: str) -> RequestTrace | None:
+        """Continue the caller's trace (a malformed traceparent is ignored) and, with a tracer, open our span."""
+        parent = parse_traceparent(traceparent) if traceparent else None
+        if self.tracer is None:
+            return propagate(parent)
+        attributes = {"http.request.method": scope["method"], "url.path": scope["path"], "edge.request_id": rid}
+        return self.tracer.start_request(scope["method"], parent, attributes)
 
 
 class JSONCORSMiddleware(CORSMiddleware):

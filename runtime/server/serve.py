@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 
@@ -32,6 +32,9 @@ from runtime.service import Service, default_model_loader
 from runtime.session import Model
 from runtime.settings import Settings
 from runtime.shadow import shadow_entry
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("runtime")
 
@@ -111,9 +114,13 @@ def app_from_env() -> Starlette:
     return create_app(settings, on_start=SERVER_HOOKS, servers=protocol_servers(settings))
 
 
-def serve(settings: Settings, uvicorn: ModuleType) -> int:
+def serve(settings: Settings, uvicorn: ModuleType, *, tracer_provider: TracerProvider | None = None) -> int:
+    """Run the server until it is stopped. `tracer_provider` (one process only) replaces the OTLP exporter that
+    settings would configure: `bench.tracing` serves with an in-memory exporter through it."""
     started = time.perf_counter()
     _tune_interpreter(settings)
+    if tracer_provider is not None and settings.workers != 1:
+        raise ValueError("a tracer_provider is an in-process object: it serves one worker only")
     servers = protocol_servers(settings)
     # Before binding: a shadow version that is missing or UNAVAILABLE stops start-up with the reason (exit 1).
     shadow_entry(settings, Repository(settings.model_dir))
@@ -127,7 +134,9 @@ def serve(settings: Settings, uvicorn: ModuleType) -> int:
             # The first call (start-up) takes the model warmed above; reloads read the disk again.
             return preloaded.pop() if preloaded else default_model_loader(s, version)
 
-        app = create_app(settings, model_loader=loader, on_start=SERVER_HOOKS, servers=servers)
+        app = create_app(
+            settings, model_loader=loader, on_start=SERVER_HOOKS, servers=servers, tracer_provider=tracer_provider
+        )
         model_free: set[asyncio.Task[Any]] = set()
         config = uvicorn.Config(app, **uvicorn_options(settings, model_free))
         server = uvicorn.Server(config)

@@ -49,6 +49,37 @@ def test_metrics_parse_and_move_with_traffic(make_client: Any) -> None:
     assert len(info) == 1 and dict(info[0][1])["precision"] == "int8"
 
 
+def test_process_and_platform_series_are_exported_and_move(make_client: Any, tmp_path: Path) -> None:
+    """process_*, python_info and python_gc_* on /metrics describe this process (the TestClient serves in it)."""
+    import gc
+
+    import numpy as np
+
+    client = make_client(drift_sample_rate=0)
+    before = _samples(client)
+    info = [dict(k[1]) for k in before if k[0] == "python_info"]
+    assert len(info) == 1 and info[0]["implementation"] and info[0]["major"] == "3"
+    assert before[("process_max_fds", ())] >= before[("process_open_fds", ())] > 0
+    files = [open(tmp_path / f"f{i}", "w") for i in range(25)]  # held open while scraped
+    ballast = np.ones(64 * 2**20 // 8)  # 64 MiB, every page touched
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # burn CPU this process is charged for
+        pass
+    gc.collect(2)
+    after = _samples(client)
+    try:
+        assert after[("process_open_fds", ())] - before[("process_open_fds", ())] >= 25
+        assert after[("process_resident_memory_bytes", ())] - before[("process_resident_memory_bytes", ())] > 48e6
+        assert after[("process_cpu_seconds_total", ())] - before[("process_cpu_seconds_total", ())] >= 0.2
+        gen2 = ("python_gc_collections_total", (("generation", "2"),))
+        assert after[gen2] > before[gen2]
+        assert after[("process_start_time_seconds", ())] == before[("process_start_time_seconds", ())]
+    finally:
+        for f in files:
+            f.close()
+        del ballast
+
+
 def test_unknown_paths_share_one_label(make_client: Any) -> None:
     client = make_client()
     for i in range(5):
