@@ -39,7 +39,7 @@ from runtime.metrics import Metrics
 from runtime.predictions import responses
 from runtime.ratelimit import RateLimiter, retry_after
 from runtime.risk import window_features
-from runtime.session import Model, ModelInfo, threads_per_worker
+from runtime.session import Model, ModelInfo, instances_per_worker, threads_per_worker
 from runtime.settings import Settings
 from runtime.types import Float32Array
 
@@ -55,6 +55,8 @@ def default_model_loader(settings: Settings, version: str | None = None) -> Mode
         provider=settings.provider,
         intra_op_threads=threads_per_worker(settings.intra_op_threads, settings.workers),
         batch_invariant=settings.batch_invariant,
+        instances=instances_per_worker(settings.instances, settings.workers),
+        allow_spinning=settings.allow_spinning,
     )
 
 
@@ -99,7 +101,7 @@ class Service:
         self.draining = False  # a lifespan may start again on the same app (tests, embedding servers)
         model = self.loader(self.settings, self.version)
         batcher = Batcher(
-            model.run,
+            model.runners(),
             tag=model.info,
             max_batch_size=self.settings.batch_size_for(model.info.provider),
             max_batch_delay_us=self.settings.max_batch_delay_us,
@@ -118,6 +120,7 @@ class Service:
                 "precision": model.info.precision,
                 "provider": model.info.provider,
                 "threads": model.info.intra_op_threads,
+                "instances": model.info.instances,
             },
         )
         self.start_drift_monitor()
@@ -138,7 +141,7 @@ class Service:
     def install(self, model: Model) -> None:
         """Make `model` the one new batches run on; a batch already taken finishes on the old one."""
         if self.batcher is not None:
-            self.batcher.swap_run(model.run, model.info)
+            self.batcher.swap_run(model.runners(), model.info)
         self.model = model
         self.metrics.set_model(model.info)
 
