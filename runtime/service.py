@@ -42,6 +42,7 @@ from runtime.risk import window_features
 from runtime.session import Model, ModelInfo, instances_per_worker, threads_per_worker
 from runtime.settings import Settings
 from runtime.types import Float32Array
+from runtime.workers import WorkerGroup, multiprocess_dir
 
 log = logging.getLogger("runtime.service")
 
@@ -83,11 +84,15 @@ class Service:
     started: float = field(default_factory=time.perf_counter)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The other worker processes of this server (``--workers N``), None when this process serves alone.
+    group: WorkerGroup | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, loader: ModelLoader = default_model_loader) -> Service:
         limiter = RateLimiter(settings.rate_limit, settings.rate_limit_bucket()) if settings.rate_limit else None
+        shared = multiprocess_dir()
         return cls(
+            group=WorkerGroup(shared, settings.workers) if shared is not None else None,
             settings=settings,
             api_keys=settings.all_api_keys(),
             loader=loader,
@@ -112,6 +117,8 @@ class Service:
         self.batcher = batcher
         self.install(model)
         self.ready = True
+        if self.group is not None:
+            self.group.mark_ready()
         log.info(
             "ready",
             extra={
@@ -131,12 +138,16 @@ class Service:
         if self.batcher is not None:
             await self.batcher.stop(self.settings.graceful_timeout)
         await asyncio.to_thread(self.stop_drift_monitor)
+        if self.group is not None:
+            self.group.exit()
 
     def begin_draining(self) -> None:
         """Turn readiness false so load balancers move away. Requests already received are still served: the
         server stops accepting connections itself, and the batcher stops admitting only at `stop`."""
         self.draining = True
         self.ready = False
+        if self.group is not None:
+            self.group.mark_not_ready()
 
     def install(self, model: Model) -> None:
         """Make `model` the one new batches run on; a batch already taken finishes on the old one."""
@@ -223,6 +234,13 @@ class Service:
         if self.drift is not None:
             self.drift.stop()
             self.drift = None
+
+    def workers_waiting(self) -> str | None:
+        """With several workers, why the server as a whole is not ready yet (None: every worker is)."""
+        if self.group is None:
+            return None
+        ready = self.group.ready_workers()
+        return None if ready >= self.group.workers else f"{ready} of {self.group.workers} workers ready"
 
     # -- per request -----------------------------------------------------------------------------------------
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 import threading
@@ -101,7 +102,7 @@ def test_answers_are_bit_identical_whichever_instance_runs_them(committed_model_
             # Requests of 1-3 windows, so batches of mixed composition land on both instances.
             sizes = [1 + i % 3 for i in range(24)]
             offsets = np.cumsum([0, *sizes])
-            futures = [batcher.enqueue(windows[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+            futures = [batcher.enqueue(windows[a:b]) for a, b in itertools.pairwise(offsets)]
             return [(a, await f) for a, f in zip(offsets[:-1], futures, strict=True)]
         finally:
             await batcher.stop(5.0)
