@@ -51,6 +51,7 @@ async def ready(request: Request) -> Response:
             "precision": info.precision,
             "provider": info.provider,
             "intra_op_threads": info.intra_op_threads,
+            "instances": info.instances,
         },
     )
 
