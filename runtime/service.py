@@ -57,6 +57,7 @@ def default_model_loader(settings: Settings, version: str | None = None) -> Mode
         intra_op_threads=threads_per_worker(settings.intra_op_threads, settings.workers),
         batch_invariant=settings.batch_invariant,
         instances=instances_per_worker(settings.instances, settings.workers),
+        cuda_instances=settings.instances or 1,
         allow_spinning=settings.allow_spinning,
     )
 

@@ -200,6 +200,7 @@ class Model:
         warmup: bool = True,
         batch_invariant: bool = True,
         instances: int = 1,
+        cuda_instances: int = 1,
         allow_spinning: bool = False,
     ) -> Model:
         """Verify and load one artifact of `model_dir`.
@@ -247,6 +248,8 @@ class Model:
         providers = [_PROVIDERS[chosen]] + (["CPUExecutionProvider"] if chosen == "cuda" else [])
         if chosen == "cuda":
             cuda.preload_libraries(ort)
+            # Sessions on one GPU share it: one unless asked (more than one is not measured on CUDA yet).
+            instances = cuda_instances
         sessions = []
         for _ in range(max(1, instances)):
             try:

@@ -50,8 +50,8 @@ class Settings(BaseSettings):
         ge=0,
         le=256,
         description="Model instances per worker: inference threads, each with its own onnxruntime session, fed by "
-        "the one batching queue; 0 = the CPUs this worker may use (affinity, cgroup quota, divided among the "
-        "workers) less one for the event loop, at least 1.",
+        "the one batching queue; 0 = on CPU the CPUs this worker may use (affinity, cgroup quota, divided among "
+        "the workers) less one for the event loop, at least 1; on CUDA 1.",
     )
     allow_spinning: bool = Field(
         default=False,
