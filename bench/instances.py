@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # `python bench/instances.py`: make the repositor
 
 from bench import wrk
 from bench.machine import cpu_model, git_commit
-from bench.scaling import API_KEY, body_file, drive
+from bench.scaling import API_KEY, body_file, drive, scratch
 from bench.servers import REPO_ROOT, Server, free_port, running, service_spec
 from bench.synthetic import synthetic_windows
 
@@ -65,7 +65,7 @@ def serve_round(args: argparse.Namespace, body: Path, name: str) -> dict[str, An
         api_key=API_KEY,
         extra=flags,
     )
-    server = Server(spec, port, args.out / "logs")
+    server = Server(spec, port, body.parent)
     with running([server]):
         server.start()
         server.wait_ready(120)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     wrk.wrk_binary()
     args.out.mkdir(parents=True, exist_ok=True)
-    body = body_file(args.out)
+    body = body_file(scratch())
     rows = []
     for round_ in range(args.rounds):
         for name in CONFIGS:

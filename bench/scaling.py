@@ -19,6 +19,7 @@ import logging
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,10 +68,15 @@ def pinned(spec: ServerSpec, cpus: Sequence[int]) -> ServerSpec:
     )
 
 
+def scratch() -> Path:
+    """A temporary folder for the request body and the servers' logs (not the results folder)."""
+    return Path(tempfile.mkdtemp(prefix="bench-scaling-"))
+
+
 def body_file(out: Path) -> Path:
     from bench import payload
 
-    path = out / "scaling-body.json"
+    path = out / "body.json"
     path.write_bytes(payload.encode(payload.request_body(payload.sp500_candles())))
     return path
 
@@ -113,10 +119,11 @@ def specs(model_dir: str, with_seed: bool, extra: Sequence[str] = ()) -> list[tu
     return out
 
 
-def measure(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     cpus_all = affinity()
     counts = args.cpus or list(range(1, len(cpus_all) + 1))
-    body = body_file(out)
+    tmp = scratch()
+    body = body_file(tmp)
     rows: list[dict[str, Any]] = []
     for round_ in range(args.rounds):
         for k in counts:
@@ -124,7 +131,7 @@ def measure(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
             rest = cpus_all[k:]
             for name, factory in specs(args.model_dir, not args.no_seed):
                 port = free_port()
-                server = Server(pinned(factory(port, k), given), port, out / "logs")
+                server = Server(pinned(factory(port, k), given), port, tmp)
                 with running([server]):
                     server.start()
                     server.wait_ready(120)
@@ -235,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows = measure(args, args.out)
+    rows = measure(args)
     table = summarise(rows)
     meta = {
         "cpus_available": len(available),
