@@ -132,10 +132,12 @@ class Metrics:
 
     def set_model(self, info: ModelInfo) -> None:
         if multiprocess_dir() is not None:
-            # clear() forgets the children but not their values in this worker's shared file: zero them first.
+            # clear() is not implemented in multiprocess mode (values live in this worker's shared file): the
+            # previous model's series is zeroed instead, so `livemax` shows 1 only for what some worker serves.
             for sample in next(iter(self.model_info.collect())).samples:
                 self.model_info.labels(**sample.labels).set(0)
-        self.model_info.clear()
+        else:
+            self.model_info.clear()
         self.model_info.labels(info.name, info.version, info.precision, info.provider, str(info.intra_op_threads)).set(
             1
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -145,6 +146,22 @@ def test_two_workers_metrics_add_up_to_the_requests_sent(tmp_path: Path) -> None
         assert 1 in in_flight and min(in_flight) >= 1, in_flight
         files = {p.name.split("_")[0] for p in shared.glob("*.db")}
         assert "counter" in files and "histogram" in files
+
+        # A worker dies (SIGKILL: no clean exit): uvicorn starts another; the dead one's requests still count,
+        # its marker goes, and /ready is 200 again once the replacement is warm.
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            markers = {int(p.name.split("-")[1]) for p in shared.glob("ready-*")}
+            if _get(port, "/ready")[0] == 200 and victim not in markers and len(markers) == 2:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"no replacement worker became ready; markers {markers}")
+        body = _get(port, "/metrics")[1].decode()
+        assert _sample(body, "edge_requests_total", route="/predict", status="200") == k
+        assert not (shared / f"gauge_livesum_{victim}.db").exists(), "the dead worker's live gauges still count"
     assert not list(shared.glob("*.db")) and not list(shared.glob("ready-*")), "left over after exit"
 
 
