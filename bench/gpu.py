@@ -11,7 +11,9 @@ One run measures, on the same machine:
 * end to end: the real server (``python -m runtime --provider cuda --precision fp32``) on loopback, its cold start
   to /ready, and POST /predict from a closed-loop aiohttp client at 1 and 64 connections (``--connections``; and
   the CPU server at its defaults for comparison, unless ``--no-cpu-server``), with the batch sizes the server formed
-  at each level (the ``edge_batch_size`` histogram of its /metrics, before and after the level).
+  at each level (the ``edge_batch_size`` histogram of its /metrics, before and after the level);
+* large batches end to end (`bench.v2_throughput`): v2 binary windows/s through HTTP at batch 64-256 (1 and 2
+  workers sharing the device) against in-process ``Model.run`` at the same batch, and their ratio.
 
 Windows are synthetic random walks (1 % daily volatility, OHLC wicks, uniform volume), not market data: the device
 this runs on has no network and no `arch`. Latencies are milliseconds of wall time around one call.
@@ -41,6 +43,7 @@ if __package__ in (None, ""):  # `python bench/gpu.py`: make the repository impo
 
 import numpy as np
 
+from bench import v2_throughput
 from bench.end_to_end import E2E_CONNECTIONS, end_to_end
 from bench.floor import percentile
 from bench.machine import gpu_environment
@@ -337,9 +340,15 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     results["end_to_end"] = e2e
+    try:
+        results["v2_throughput"] = v2_throughput.measure(args.model_dir, args.provider, args.e2e_seconds, 8, log_dir)
+    except Exception as e:  # recorded, not raised: the rest of the run is still worth writing
+        results["v2_throughput"] = {"error": f"{type(e).__name__}: {e}"}
     results["elapsed_s"] = time.perf_counter() - started
 
     md = gpu_markdown(results)
+    if "error" not in results["v2_throughput"]:
+        md += "\n\n" + v2_throughput.markdown(results["v2_throughput"], args.e2e_seconds, 8)
     print(md, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu.json").write_text(json.dumps(results, indent=2, default=float) + "\n")

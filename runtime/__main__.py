@@ -68,9 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runtime import replay
 
         return replay.main(args[1:])
+    if args[:1] == ["serve"]:  # `python -m runtime serve ...` is the default command spelled out
+        args = args[1:]
 
     try:
-        settings = load_settings(argv)
+        settings = load_settings(args)
     except ValidationError as e:
         for err in e.errors(include_url=False, include_input=False):
             field = ".".join(str(p) for p in err["loc"])

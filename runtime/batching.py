@@ -1,9 +1,10 @@
 """Dynamic batching: coalesce concurrent requests into one model run. Knows no HTTP.
 
-The event loop parses and validates; one inference thread runs the model. Requests are queued with a future
-each; the thread takes everything queued (up to `max_batch_size` windows) as soon as the model is free, so a
-lone request never waits for company unless `max_batch_delay_us` asks it to. onnxruntime releases the GIL
-while it computes, so the loop keeps parsing the next requests meanwhile.
+The event loop parses and validates; one inference thread per model instance runs the model (Triton's instance
+group: each thread has its own session, all fed by this one queue). Requests are queued with a future each; a
+thread takes everything queued (up to `max_batch_size` windows) as soon as it is free, so a lone request never
+waits for company unless `max_batch_delay_us` asks it to. onnxruntime releases the GIL while it computes, so the
+loop keeps parsing the next requests meanwhile, and with several instances several batches compute at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,7 @@ class BatchResult:
     tag: Any = None  # what `swap_run` named the model that computed it (e.g. its version)
     run_id: int = 0  # which model run of this process computed it (names the batch in audit records)
     started: float = 0.0  # time.perf_counter() when that model run began (places its trace spans)
+    instance: int = 0  # which model instance (inference thread and session) computed it
 
 
 @dataclass
@@ -56,11 +58,15 @@ class _Item:
 
 
 class Batcher:
-    """Bounded queue + one inference thread. Create and start it inside the running event loop."""
+    """Bounded queue + one inference thread per model instance. Create and start it inside the running event loop.
+
+    `run` is one run function or one per instance (`Model.runners()`); each thread computes on its own. A thread
+    holds an instance slot while it computes, and so does an inline run, so no two batches share a session.
+    """
 
     def __init__(
         self,
-        run: RunFn,
+        run: RunFn | Sequence[RunFn],
         *,
         tag: Any = None,
         max_batch_size: int = 32,
@@ -68,7 +74,7 @@ class Batcher:
         max_queue: int = 256,
         on_batch: Callable[[int, float, float], None] | None = None,
     ) -> None:
-        self._run = run
+        self._runs = _as_list(run)
         self._tag = tag
         self.max_batch_size = max_batch_size
         self.max_batch_delay = max_batch_delay_us / 1e6
@@ -76,11 +82,13 @@ class Batcher:
         self._on_batch = on_batch
         self._pending: collections.deque[_Item] = collections.deque()
         self._pending_windows = 0
-        self._busy = False
+        #: Instance slots not computing right now; fixed count, set by the first `run`.
+        self._free = list(range(len(self._runs)))
+        self._instances = len(self._runs)
         self._cond = threading.Condition(threading.Lock())
         self._admitting = False
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Model runs so far (written by whichever thread runs the model; names a batch in audit records).
         self.runs = 0
@@ -89,13 +97,24 @@ class Batcher:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._admitting = True
-        self._thread = threading.Thread(target=self._worker, name="edge-inference", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"edge-inference-{i}", daemon=True)
+            for i in range(self._instances)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def swap_run(self, run: RunFn, tag: Any = None) -> None:
-        """Point new batches at another model; a batch already taken finishes on the old one."""
+    @property
+    def instances(self) -> int:
+        return self._instances
+
+    def swap_run(self, run: RunFn | Sequence[RunFn], tag: Any = None) -> None:
+        """Point new batches at another model; a batch already taken finishes on the old one. The number of
+        threads stays what it was at start: with fewer run functions than threads, slots share them (onnxruntime
+        sessions are thread-safe), with more, the extra ones go unused."""
+        runs = _as_list(run)
         with self._cond:
-            self._run, self._tag = run, tag
+            self._runs, self._tag = runs, tag
 
     async def drain(self, timeout: float) -> bool:
         """Stop admitting, wait up to `timeout` s for every accepted request to finish; True if all did."""
@@ -116,14 +135,14 @@ class Batcher:
         for item in leftover:  # only when the drain timed out
             if not item.future.done():
                 item.future.set_exception(NotReady("server is shutting down"))
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, timeout)
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, timeout)
         if not drained:
             log.warning("batcher stopped with requests still running after %.1f s", timeout)
 
     def in_flight(self) -> int:
-        """Windows queued or being computed."""
-        return self._pending_windows + (1 if self._busy else 0)
+        """Windows queued, plus one per instance computing."""
+        return self._pending_windows + (self._instances - len(self._free))
 
     @property
     def queued_windows(self) -> int:
@@ -151,29 +170,31 @@ class Batcher:
         return future
 
     def run_inline_if_idle(self, windows: Float32Array) -> BatchResult | None:
-        """Run on the calling thread when nothing is queued or computing; None when the model is busy.
+        """Run on the calling thread when nothing is queued and an instance is free; None otherwise.
 
         For a lone request the two thread hand-offs (wake the inference thread, wake the loop) cost more than
-        the overlap they buy. The caller decides when it is alone; this only guarantees the model is.
+        the overlap they buy. The caller decides when it is alone; this only guarantees an instance is free.
         """
         with self._cond:
-            if self._busy or self._pending or not self._admitting:
+            if not self._free or self._pending or not self._admitting:
                 return None
-            self._busy = True
-            run, tag = self._run, self._tag
+            slot = self._free.pop()
+            run, tag = self._runs[slot % len(self._runs)], self._tag
         try:
-            probs, compute_ms, started = self._compute(run, windows, queue_ms=0.0)
-            run_id = self.runs
+            probs, compute_ms, run_id, started = self._compute(run, windows, queue_ms=0.0)
         finally:
-            with self._cond:
-                self._busy = False
-                if self._pending:
-                    self._cond.notify()  # requests that queued meanwhile
-        return BatchResult(probs, len(windows), 0.0, compute_ms, tag, run_id, started)
+            self._release(slot)
+        return BatchResult(probs, len(windows), 0.0, compute_ms, tag, run_id, started, slot)
 
-    def _compute(self, run: RunFn, windows: Float32Array, queue_ms: float) -> tuple[Float32Array, float, float]:
+    def _release(self, slot: int) -> None:
+        with self._cond:
+            self._free.append(slot)
+            if self._pending:
+                self._cond.notify()  # requests that queued while every instance was busy
+
+    def _compute(self, run: RunFn, windows: Float32Array, queue_ms: float) -> tuple[Float32Array, float, int, float]:
         """One model run with its bookkeeping; any failure becomes an `EdgeError` (InferenceFailed if unknown).
-        Returns the probabilities, the run's milliseconds and the perf_counter() it started at."""
+        Returns the probabilities, the run's milliseconds, its run id and the perf_counter() it started at."""
         start = time.perf_counter()
         try:
             probs = run(windows)
@@ -183,25 +204,34 @@ class Batcher:
                 raise
             raise InferenceFailed(f"inference failed: {type(e).__name__}") from e
         compute_ms = (time.perf_counter() - start) * 1000
-        self.runs += 1
+        with self._cond:  # several threads count runs
+            self.runs += 1
+            run_id = self.runs
         if self._on_batch is not None:
             self._on_batch(len(windows), compute_ms, queue_ms)
-        return probs, compute_ms, start
+        return probs, compute_ms, run_id, start
 
     # -- the inference thread --------------------------------------------------------------------------------
-    def _take_batch(self) -> tuple[list[_Item], RunFn, Any] | None:
+    def _take_batch(self) -> tuple[list[_Item], RunFn, Any, int] | None:
         with self._cond:
-            while not self._pending and not self._stopping:
-                self._cond.wait()
-            if self._stopping:
-                return None
-            if self.max_batch_delay > 0 and self._pending_windows < self.max_batch_size:
-                until = time.perf_counter() + self.max_batch_delay
-                while self._pending_windows < self.max_batch_size and not self._stopping:
-                    left = until - time.perf_counter()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
+            while True:
+                # Work and a free instance (an inline run may hold one).
+                while (not self._pending or not self._free) and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return None
+                if self.max_batch_delay > 0 and self._pending_windows < self.max_batch_size:
+                    until = time.perf_counter() + self.max_batch_delay
+                    while self._pending_windows < self.max_batch_size and not self._stopping:
+                        left = until - time.perf_counter()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                # While this thread waited (lock released), another instance may have taken the work.
+                if self._stopping:
+                    return None
+                if self._pending and self._free:
+                    break
             items: list[_Item] = []
             rows = 0
             # Whole requests only: a /predict/batch of 100 windows is one model run even above max_batch_size.
@@ -210,8 +240,10 @@ class Batcher:
                 items.append(item)
                 rows += len(item.windows)
             self._pending_windows -= rows
-            self._busy = True
-            return items, self._run, self._tag
+            slot = self._free.pop()
+            if self._pending and self._free:
+                self._cond.notify()  # more than one batch's worth queued: wake another instance
+            return items, self._runs[slot % len(self._runs)], self._tag, slot
 
     def _worker(self) -> None:
         loop = self._loop
@@ -220,14 +252,13 @@ class Batcher:
             taken = self._take_batch()
             if taken is None:
                 return
-            items, run, tag = taken
+            items, run, tag, slot = taken
             try:
-                self._run_batch(loop, items, run, tag)
+                self._run_batch(loop, items, run, tag, slot)
             finally:
-                with self._cond:
-                    self._busy = False
+                self._release(slot)
 
-    def _run_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item], run: RunFn, tag: Any) -> None:
+    def _run_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item], run: RunFn, tag: Any, slot: int) -> None:
         start = time.perf_counter()
         live = [it for it in items if it.deadline is None or it.deadline > start]
         if len(live) < len(items):
@@ -238,18 +269,17 @@ class Batcher:
         windows = live[0].windows if len(live) == 1 else np.concatenate([it.windows for it in live])
         oldest_ms = max((start - it.submitted) * 1000 for it in live)
         try:
-            probs, compute_ms, started = self._compute(run, windows, queue_ms=oldest_ms)
+            probs, compute_ms, run_id, started = self._compute(run, windows, queue_ms=oldest_ms)
         except EdgeError as e:  # a failure must reach every waiter of the batch
             loop.call_soon_threadsafe(_fail, live, e)
             return
         results = []
         offset = 0
-        run_id = self.runs
         for it in live:
             n = len(it.windows)
             queue_ms = (start - it.submitted) * 1000
             results.append(
-                BatchResult(probs[offset : offset + n], len(windows), queue_ms, compute_ms, tag, run_id, started)
+                BatchResult(probs[offset : offset + n], len(windows), queue_ms, compute_ms, tag, run_id, started, slot)
             )
             offset += n
         loop.call_soon_threadsafe(_deliver, live, results)
@@ -265,3 +295,10 @@ def _fail(items: list[_Item], error: BaseException) -> None:
     for item in items:
         if not item.future.done():
             item.future.set_exception(error)
+
+
+def _as_list(run: RunFn | Sequence[RunFn]) -> list[RunFn]:
+    runs = [run] if callable(run) else list(run)
+    if not runs:
+        raise ValueError("a batcher needs at least one run function")
+    return runs

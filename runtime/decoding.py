@@ -18,7 +18,7 @@ import operator
 import re
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import msgspec
@@ -27,6 +27,7 @@ import numpy.typing as npt
 from msgspec import Meta
 
 from runtime.constants import MAX_BATCH_REQUESTS, WINDOW_LENGTH
+from runtime.errors import StaleWindow, detail
 from runtime.schemas import (
     DEFAULT_EXCHANGES,
     PRICE_MAX,
@@ -167,3 +168,24 @@ def decode_stream_message(frame: str | bytes, exchanges: tuple[str, ...] = DEFAU
     fast = msg.candles
     rows = np.array([(c.open, c.high, c.low, c.close, c.volume) for c in fast], dtype=np.float64)  # (k, 5)
     return StreamCandles(msg.symbol, msg.exchange, list(map(_TIMESTAMP, fast)), rows)
+
+
+def check_fresh(reqs: list[Window], max_age_s: float) -> None:
+    """`StaleWindow` (the seed's 422 shape) when a window's last candle is older than `max_age_s` (0: no limit)."""
+    if max_age_s <= 0:
+        return
+    now = datetime.now(UTC)
+    for i, req in enumerate(reqs):
+        age = (now - req.last_timestamp).total_seconds()
+        if age > max_age_s:
+            loc: list[str | int] = ["sequence", WINDOW_LENGTH - 1, "timestamp"]
+            raise StaleWindow(
+                f"window is stale: last candle is {age:.0f} s old, the limit is {max_age_s:g} s",
+                details=[
+                    detail(
+                        ["body", *loc] if len(reqs) == 1 else ["body", "requests", i, *loc],
+                        f"last candle older than {max_age_s:g} s",
+                        "stale_window",
+                    )
+                ],
+            )

@@ -10,11 +10,12 @@ import logging
 import queue
 import random
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from runtime.metrics import Metrics
-from runtime.session import Model
+from runtime.session import Model, ModelInfo
 from runtime.types import Float32Array
 
 log = logging.getLogger(__name__)
@@ -73,3 +74,55 @@ class DriftMonitor:
                 self.metrics.drift_abs_diff.observe(float(d))
             self._worst = max(self._worst, float(diff.max()))
             self.metrics.drift_worst.set(self._worst)
+
+
+class DriftSlot:
+    """The one drift monitor of a service and the thread loading the next one's FP32 reference.
+
+    One monitor ever: `replace` loads a new reference in the background (not on the start-up or reload path), and
+    the new monitor replaces the current one, which is stopped (its thread joined, its FP32 session released). A
+    loader still running from an earlier call is waited for by the new one, so two never load at once and they
+    install in order.
+    """
+
+    def __init__(self) -> None:
+        self.monitor: DriftMonitor | None = None
+        self._loader: threading.Thread | None = None
+
+    def replace(self, model_path: Path, info: ModelInfo, metrics: Metrics, sample_rate: float) -> None:
+        earlier = self._loader
+
+        def load() -> None:
+            if earlier is not None:
+                earlier.join()
+            try:
+                reference = Model.load(
+                    model_path,
+                    precision="fp32",
+                    provider=info.provider,
+                    intra_op_threads=1,
+                    batch_invariant=False,  # a reference for INT8 vs FP32 drift: batched FP32 moves rows by ~1e-7
+                )
+            except Exception:
+                log.exception("drift monitor disabled: the FP32 reference could not be loaded")
+                return
+            monitor = DriftMonitor(reference, metrics, sample_rate)
+            monitor.start()
+            previous, self.monitor = self.monitor, monitor
+            if previous is not None:
+                previous.stop()
+
+        self._loader = threading.Thread(target=load, name="edge-drift-load", daemon=True)
+        self._loader.start()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until a reference still loading has been installed (or has failed)."""
+        if self._loader is not None:
+            self._loader.join(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Wait for a reference still loading (onnxruntime aborts the process if torn down mid-load), then stop."""
+        self.wait(timeout)
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None

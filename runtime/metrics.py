@@ -1,4 +1,9 @@
-"""Prometheus metrics, one registry per app (so tests and reloads never collide on a global registry)."""
+"""Prometheus metrics, one registry per app (so tests and reloads never collide on a global registry).
+
+With ``--workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set by the server, see `runtime.workers`) prometheus-client
+writes every value to the shared directory and `render` aggregates all workers; each gauge says how
+(`multiprocess_mode`: live sums for what is in flight now, the live maximum for what describes the model).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from runtime.batching import BATCH_INVARIANCE_ATOL
 from runtime.session import ModelInfo
 from runtime.statistics import InferenceStatistics, RequestTiming
+from runtime.workers import multiprocess_dir
 
 #: Request latency buckets in seconds: the service answers in about a millisecond, so resolve below it.
 _LATENCY_BUCKETS = (
@@ -63,7 +70,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("edge_requests_in_flight", "HTTP requests being handled.", registry=r)
+        self.in_flight = Gauge(
+            "edge_requests_in_flight", "HTTP requests being handled.", registry=r, multiprocess_mode="livesum"
+        )
         self.queue_time = Histogram(
             "edge_queue_seconds",
             "Time a window waited for its model run (oldest in the batch).",
@@ -74,7 +83,12 @@ class Metrics:
             "edge_compute_seconds", "Model run time per batch.", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.batch_size = Histogram("edge_batch_size", "Windows per model run.", buckets=_BATCH_BUCKETS, registry=r)
-        self.queued = Gauge("edge_queue_windows", "Windows admitted and waiting for the model.", registry=r)
+        self.queued = Gauge(
+            "edge_queue_windows",
+            "Windows admitted and waiting for the model.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.rejected = Counter(
             "edge_rejected",
             "Requests refused before inference, by reason (overloaded, deadline, stale).",
@@ -86,6 +100,7 @@ class Metrics:
             "The model being served (value 1).",
             ["name", "version", "precision", "provider", "intra_op_threads"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.reloads = Counter("edge_model_reloads", "Model reloads by outcome.", ["outcome"], registry=r)
         self.batch_invariance_bound = Gauge(
@@ -94,6 +109,7 @@ class Metrics:
             "batch-invariant (the default on CPU), else the bound measured on held-out markets "
             "(BATCH_INVARIANCE_ATOL; EDGE_BATCH_INVARIANT=false or CUDA).",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.drift_windows = Counter(
             "edge_drift_windows", "Live windows re-run on FP32 by the quantization drift monitor.", registry=r
@@ -111,7 +127,10 @@ class Metrics:
             registry=r,
         )
         self.drift_worst = Gauge(
-            "edge_drift_worst_abs_diff", "Largest per-window |p_int8 - p_fp32| seen since start.", registry=r
+            "edge_drift_worst_abs_diff",
+            "Largest per-window |p_int8 - p_fp32| seen since start.",
+            registry=r,
+            multiprocess_mode="max",
         )
         # Shadow: a candidate version run on sampled live windows; labelled by both versions, so after a reload the
         # serving version's figures start a new series instead of mixing two models.
@@ -148,7 +167,9 @@ class Metrics:
             "edge_shadow_active", "1 while the shadow version runs (0 once stopped).", ["shadow_version"], registry=r
         )
 
-        self.stream_connections = Gauge("edge_stream_connections", "Open /stream WebSocket connections.", registry=r)
+        self.stream_connections = Gauge(
+            "edge_stream_connections", "Open /stream WebSocket connections.", registry=r, multiprocess_mode="livesum"
+        )
         self.stream_messages = Counter(
             "edge_stream_messages",
             "/stream messages by outcome: ok (a signal), warming (fewer than 60 candles stored), invalid (refused "
@@ -172,7 +193,13 @@ class Metrics:
         self._fail = self.inference_requests.labels("fail")
 
     def set_model(self, info: ModelInfo) -> None:
-        self.model_info.clear()
+        if multiprocess_dir() is not None:
+            # clear() is not implemented in multiprocess mode (values live in this worker's shared file): the
+            # previous model's series is zeroed instead, so `livemax` shows 1 only for what some worker serves.
+            for sample in next(iter(self.model_info.collect())).samples:
+                self.model_info.labels(**sample.labels).set(0)
+        else:
+            self.model_info.clear()
         self.model_info.labels(info.name, info.version, info.precision, info.provider, str(info.intra_op_threads)).set(
             1
         )
@@ -191,4 +218,10 @@ class Metrics:
         self.stats.observe_request(timing, ok, now_ns)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's registry, or with several workers every worker's values added up."""
+        path = multiprocess_dir()
+        if path is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, str(path))  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

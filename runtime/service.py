@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hmac
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from runtime.batching import Batcher, BatchResult
-from runtime.constants import WINDOW_LENGTH
-from runtime.decoding import Window
-from runtime.drift import DriftMonitor
+from runtime.decoding import Window, check_fresh
+from runtime.drift import DriftMonitor, DriftSlot
 from runtime.errors import (
     DeadlineExceeded,
     EdgeError,
@@ -34,20 +30,20 @@ from runtime.errors import (
     ReloadFailed,
     ReloadInProgress,
     StaleWindow,
-    Unauthorized,
-    detail,
 )
+from runtime.keys import match_key
 from runtime.metrics import Metrics
 from runtime.predictions import responses
 from runtime.ratelimit import RateLimiter, retry_after
 from runtime.repository import ROOT, Repository
 from runtime.risk import window_features
-from runtime.session import Model, ModelInfo, threads_per_worker
+from runtime.session import Model, ModelInfo, instances_per_worker, threads_per_worker
 from runtime.settings import Settings
 from runtime.shadow import ShadowMonitor, start_shadow
 from runtime.statistics import RequestTiming
 from runtime.tracing import Tracer
 from runtime.types import Float32Array
+from runtime.workers import WorkerGroup, multiprocess_dir
 
 log = logging.getLogger("runtime.service")
 
@@ -65,6 +61,9 @@ def default_model_loader(settings: Settings, version: str | None = None) -> Mode
         provider=settings.provider,
         intra_op_threads=threads_per_worker(settings.intra_op_threads, settings.workers),
         batch_invariant=settings.batch_invariant,
+        instances=instances_per_worker(settings.instances, settings.workers),
+        cuda_instances=settings.instances or 1,
+        allow_spinning=settings.allow_spinning,
     )
 
 
@@ -78,7 +77,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     model: Model | None = None
     batcher: Batcher | None = None
-    drift: DriftMonitor | None = None
+    drift_slot: DriftSlot = field(default_factory=DriftSlot)
     shadow: ShadowMonitor | None = None
     #: The served version's directory in the repository (None: the root, or EDGE_MODEL_VERSION at start).
     version: str | None = None
@@ -91,10 +90,11 @@ class Service:
     rate_limiter: RateLimiter | None = None
     #: OpenTelemetry spans, or None (tracing off: one `is None` check per request).
     tracer: Tracer | None = None
-    drift_loader: threading.Thread | None = None
     started: float = field(default_factory=time.perf_counter)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The other worker processes of this server (``--workers N``), None when this process serves alone.
+    group: WorkerGroup | None = None
     repository: Repository = field(init=False)
 
     def __post_init__(self) -> None:
@@ -105,7 +105,9 @@ class Service:
         cls, settings: Settings, loader: ModelLoader = default_model_loader, tracer: Tracer | None = None
     ) -> Service:
         limiter = RateLimiter(settings.rate_limit, settings.rate_limit_bucket()) if settings.rate_limit else None
+        shared = multiprocess_dir()
         return cls(
+            group=WorkerGroup(shared, settings.workers) if shared is not None else None,
             settings=settings,
             api_keys=settings.all_api_keys(),
             loader=loader,
@@ -126,7 +128,7 @@ class Service:
             self.stop_shadow()
             raise
         batcher = Batcher(
-            model.run,
+            model.runners(),
             tag=model.info,
             max_batch_size=self.settings.batch_size_for(model.info.provider),
             max_batch_delay_us=self.settings.max_batch_delay_us,
@@ -137,6 +139,8 @@ class Service:
         self.batcher = batcher
         self.install(model)
         self.ready = True
+        if self.group is not None:
+            self.group.mark_ready()
         log.info(
             "ready",
             extra={
@@ -145,6 +149,7 @@ class Service:
                 "precision": model.info.precision,
                 "provider": model.info.provider,
                 "threads": model.info.intra_op_threads,
+                "instances": model.info.instances,
             },
         )
         self.start_drift_monitor()
@@ -159,6 +164,9 @@ class Service:
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.shutdown)  # flushes spans still batched for export
 
+        if self.group is not None:
+            self.group.exit()
+
     def stop_shadow(self) -> None:
         if self.shadow is not None:
             self.shadow.stop()
@@ -169,11 +177,13 @@ class Service:
         server stops accepting connections itself, and the batcher stops admitting only at `stop`."""
         self.draining = True
         self.ready = False
+        if self.group is not None:
+            self.group.mark_not_ready()
 
     def install(self, model: Model) -> None:
         """Make `model` the one new batches run on; a batch already taken finishes on the old one."""
         if self.batcher is not None:
-            self.batcher.swap_run(model.run, model.info)
+            self.batcher.swap_run(model.runners(), model.info)
         self.model = model
         self.metrics.set_model(model.info)
 
@@ -219,54 +229,27 @@ class Service:
             return old, new.info
 
     def start_drift_monitor(self) -> None:
-        """Load the FP32 reference in the background (not on the start-up path) and sample live traffic.
-
-        One drift monitor ever: the new one replaces the current one, which is stopped (its thread joined, its
-        FP32 session released). A loader still running from an earlier call is waited for by the new one, so
-        two never load at once and they install in order.
-        """
+        """Replace the drift monitor with one for the served model (`DriftSlot.replace`); off unless INT8."""
         rate = self.settings.drift_sample_rate
-        if rate <= 0 or self.model is None or self.model.info.precision != "int8":
-            return
-        info = self.model.info
-        version = self.version
-        earlier = self.drift_loader
-
-        def load() -> None:
-            if earlier is not None:
-                earlier.join()
-            try:
-                reference = Model.load(
-                    self.settings.model_path(version),
-                    precision="fp32",
-                    provider=info.provider,
-                    intra_op_threads=1,
-                    batch_invariant=False,  # a reference for INT8 vs FP32 drift: batched FP32 moves rows by ~1e-7
-                )
-            except Exception:
-                log.exception("drift monitor disabled: the FP32 reference could not be loaded")
-                return
-            monitor = DriftMonitor(reference, self.metrics, rate)
-            monitor.start()
-            previous, self.drift = self.drift, monitor
-            if previous is not None:
-                previous.stop()
-
-        loader = threading.Thread(target=load, name="edge-drift-load", daemon=True)
-        self.drift_loader = loader
-        loader.start()
+        if rate > 0 and self.model is not None and self.model.info.precision == "int8":
+            self.drift_slot.replace(self.settings.model_path(self.version), self.model.info, self.metrics, rate)
 
     def wait_for_drift_loader(self, timeout: float = 30.0) -> None:
-        """Block until a drift reference still loading has been installed (or has failed)."""
-        if self.drift_loader is not None:
-            self.drift_loader.join(timeout)
+        self.drift_slot.wait(timeout)
 
     def stop_drift_monitor(self, timeout: float = 10.0) -> None:
-        """Wait for a reference still loading (onnxruntime aborts the process if torn down mid-load), then stop."""
-        self.wait_for_drift_loader(timeout)
-        if self.drift is not None:
-            self.drift.stop()
-            self.drift = None
+        self.drift_slot.stop(timeout)
+
+    @property
+    def drift(self) -> DriftMonitor | None:
+        return self.drift_slot.monitor
+
+    def workers_waiting(self) -> str | None:
+        """With several workers, why the server as a whole is not ready yet (None: every worker is)."""
+        if self.group is None:
+            return None
+        ready = self.group.ready_workers()
+        return None if ready >= self.group.workers else f"{ready} of {self.group.workers} workers ready"
 
     # -- per request -----------------------------------------------------------------------------------------
     @property
@@ -283,16 +266,7 @@ class Service:
     def authorize(self, supplied: str | None, carrier: str = "X-API-Key header") -> None:
         """401 unless `supplied` is one of the keys (or none are set); then 429 if that key has used its rate.
         `carrier` names where the protocol carries the key, for the message."""
-        matched = -1  # without keys, every caller shares one bucket
-        if self.api_keys:
-            if supplied is None:
-                raise Unauthorized(f"missing {carrier}")
-            candidate = supplied.encode()
-            for i, key in enumerate(self.api_keys):  # no early exit: the time taken does not depend on the match
-                if hmac.compare_digest(candidate, key):
-                    matched = i
-            if matched < 0:
-                raise Unauthorized("invalid API key")
+        matched = match_key(self.api_keys, supplied, carrier)  # -1 without keys: every caller shares one bucket
         limiter = self.rate_limiter
         if limiter is not None:
             wait = limiter.acquire(matched)
@@ -331,25 +305,11 @@ class Service:
             self.metrics.observe_request(timing, ok, time.perf_counter_ns())
 
     def check_fresh(self, reqs: list[Window]) -> None:
-        max_age = self.settings.max_window_age_s
-        if max_age <= 0:
-            return
-        now = datetime.now(UTC)
-        for i, req in enumerate(reqs):
-            age = (now - req.last_timestamp).total_seconds()
-            if age > max_age:
-                self.metrics.rejected.labels("stale").inc()
-                loc: list[str | int] = ["sequence", WINDOW_LENGTH - 1, "timestamp"]
-                raise StaleWindow(
-                    f"window is stale: last candle is {age:.0f} s old, the limit is {max_age:g} s",
-                    details=[
-                        detail(
-                            ["body", *loc] if len(reqs) == 1 else ["body", "requests", i, *loc],
-                            f"last candle older than {max_age:g} s",
-                            "stale_window",
-                        )
-                    ],
-                )
+        try:
+            check_fresh(reqs, self.settings.max_window_age_s)
+        except StaleWindow:
+            self.metrics.rejected.labels("stale").inc()
+            raise
 
     def _submit(self, windows: Float32Array, deadline: float | None) -> BatchResult | asyncio.Future[BatchResult]:
         batcher = self.serving()

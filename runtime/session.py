@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from runtime import cuda
 from runtime.constants import (
     FP32_FILE,
     FP32_ROWWISE_FILE,
@@ -74,20 +77,33 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
 
 
 def threads_per_worker(configured: int, workers: int, cpus: int | None = None) -> int:
-    """Intra-op threads per worker so that workers x threads does not oversubscribe the CPUs.
+    """Intra-op threads per model instance: `configured`, else 1.
 
-    Unless configured, one CPU per worker is left to its event loop (parsing and validation run there while the
-    model computes): on 2 CPUs with 1 worker that is 1 thread, which is also this model's fastest setting at
-    batch 1 (measured: 0.37 ms vs 0.42 ms with 2 threads, INT8).
+    One thread per session, and parallelism from instances (`instances_per_worker`): on the 16-CPU machine of the
+    last GPU run, 15 intra-op threads made a one-window INT8 call slower than one (0.99 vs 0.43 ms) and their
+    spinning burned CPU while idle; on 2 CPUs, 1 thread is this model's fastest setting at batch 1 (0.37 vs 0.42
+    ms) and `bench.instances` measures the large-batch case. `workers` and `cpus` are kept for callers that size
+    by them; more threads only where a measurement shows they pay, set explicitly.
     """
+    del workers, cpus
+    return configured if configured > 0 else 1
+
+
+def instances_per_worker(configured: int, workers: int, cpus: int | None = None) -> int:
+    """Model instances (inference threads, one session each) per worker: `configured`, else the CPUs this worker
+    may use (affinity and cgroup quota, divided among the workers) less one for its event loop, at least 1."""
     if configured > 0:
         return configured
     per_worker = (cpus if cpus is not None else available_cpus()) // max(1, workers)
     return max(1, per_worker - 1)
 
 
-def session_options(intra_op_threads: int) -> Any:
-    """The onnxruntime session options the service uses (the benchmark's floor uses the same)."""
+def session_options(intra_op_threads: int, *, allow_spinning: bool = False) -> Any:
+    """The onnxruntime session options the service uses (the benchmark's floor uses the same).
+
+    Spinning is off for both the intra- and inter-op pools unless asked for: a spinning pool keeps its threads
+    busy-waiting between calls, which showed as ~15 CPU-seconds per second on an idle-ish 16-CPU server.
+    """
     ort = _import_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
@@ -95,10 +111,20 @@ def session_options(intra_op_threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    if intra_op_threads == 1:
-        # A single thread never needs to spin waiting for siblings.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    spin = "1" if allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     return options
+
+
+def require_cuda(ort: Any | None = None) -> None:
+    """Refuse (ConfigurationError naming what is missing) unless CUDA looks usable: for ``provider=cuda``, checked
+    before any session is built and, with several workers, once in the parent before they are spawned."""
+    ort = ort if ort is not None else _import_onnxruntime()
+    cuda.preload_libraries(ort)
+    problems = cuda.diagnose(ort)
+    if problems:
+        raise ConfigurationError("EDGE_PROVIDER=cuda but CUDA is not usable: " + "; ".join(problems))
 
 
 def choose_provider(requested: str, available: list[str], gpu_visible: bool) -> str:
@@ -128,6 +154,8 @@ class ModelInfo:
     provider: str
     intra_op_threads: int
     file: str
+    #: Sessions over the same bytes, each run by its own inference thread (Triton's instance count).
+    instances: int = 1
     #: sha256 of the file's bytes as verified and loaded (the audit record of every prediction names it).
     sha256: str = ""
     #: Whether a window's probabilities are independent of the other windows in its model run.
@@ -135,10 +163,25 @@ class ModelInfo:
 
 
 class Model:
-    """An onnxruntime session over one verified artifact. Thread-safe: `run` may be called from any thread."""
+    """onnxruntime sessions over one verified artifact. Thread-safe: `run` may be called from any thread.
 
-    def __init__(self, session: Any, info: ModelInfo, manifest: Manifest, *, one_window_per_call: bool = False) -> None:
+    `runners()` gives one run function per instance (session); the batcher gives each its own thread, so two
+    batches never share a session's thread pool or arena. The sessions are built from the same bytes with the same
+    options, and on CPU the served graph is row-wise, so a window's answer does not depend on which instance or
+    which batch computed it (tested bit for bit).
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        info: ModelInfo,
+        manifest: Manifest,
+        *,
+        one_window_per_call: bool = False,
+        extra_sessions: tuple[Any, ...] = (),
+    ) -> None:
         self._session = session
+        self._sessions = (session, *extra_sessions)
         self.info = info
         self.manifest = manifest
         self._output_names = [OUTPUT_NAME]
@@ -156,6 +199,9 @@ class Model:
         intra_op_threads: int = 1,
         warmup: bool = True,
         batch_invariant: bool = True,
+        instances: int = 1,
+        cuda_instances: int = 1,
+        allow_spinning: bool = False,
     ) -> Model:
         """Verify and load one artifact of `model_dir`.
 
@@ -168,6 +214,8 @@ class Model:
         if hasattr(ort, "disable_telemetry_events"):
             ort.disable_telemetry_events()  # an edge service next to an exchange phones nobody
         manifest = Manifest.load(model_dir)
+        if provider == "cuda":
+            require_cuda(ort)
         chosen = choose_provider(provider, ort.get_available_providers(), gpu_visible())
         resolved: Literal["int8", "fp32"]
         if precision == "auto":
@@ -196,19 +244,28 @@ class Model:
         path = model_dir / name
         data = manifest.verify(model_dir, name)
 
-        options = session_options(intra_op_threads)
+        options = session_options(intra_op_threads, allow_spinning=allow_spinning)
         providers = [_PROVIDERS[chosen]] + (["CPUExecutionProvider"] if chosen == "cuda" else [])
-        try:
-            session = ort.InferenceSession(data, sess_options=options, providers=providers)
-        except Exception as e:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
-            raise ModelLoadError(f"model file '{path}' could not be loaded by onnxruntime: {e}") from e
+        if chosen == "cuda":
+            cuda.preload_libraries(ort)
+            # Sessions on one GPU share it: one unless asked (more than one is not measured on CUDA yet).
+            instances = cuda_instances
+        sessions = []
+        for _ in range(max(1, instances)):
+            try:
+                sessions.append(ort.InferenceSession(data, sess_options=options, providers=providers))
+            except Exception as e:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
+                if provider == "cuda":
+                    raise ConfigurationError(cuda.explain_failure(ort, str(e))) from e
+                raise ModelLoadError(f"model file '{path}' could not be loaded by onnxruntime: {e}") from e
+        session = sessions[0]
         _check_signature(session, path)
         actual = session.get_providers()[0]
         if actual != _PROVIDERS[chosen]:
             # onnxruntime silently falls back when the CUDA provider cannot load (driver, libraries).
             log.warning("requested %s but onnxruntime runs on %s", _PROVIDERS[chosen], actual)
             if provider == "cuda":
-                raise ConfigurationError(f"execution provider 'cuda' failed to initialise; onnxruntime chose {actual}")
+                raise ConfigurationError(cuda.explain_failure(ort, f"onnxruntime fell back to {actual}"))
             chosen = "cpu"
         info = ModelInfo(
             name=manifest.name,
@@ -219,8 +276,11 @@ class Model:
             file=name,
             sha256=hashlib.sha256(data).hexdigest(),
             batch_invariant=invariant,
+            instances=len(sessions),
         )
-        model = cls(session, info, manifest, one_window_per_call=one_window_per_call)
+        model = cls(
+            session, info, manifest, one_window_per_call=one_window_per_call, extra_sessions=tuple(sessions[1:])
+        )
         if warmup:
             model.warm_up()
         log.info(
@@ -230,6 +290,7 @@ class Model:
                 "precision": resolved,
                 "provider": chosen,
                 "threads": intra_op_threads,
+                "instances": len(sessions),
             },
         )
         return model
@@ -239,23 +300,33 @@ class Model:
         rng = np.random.default_rng(0)
         close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, WINDOW_LENGTH)))
         window = np.stack([close, close * 1.01, close * 0.99, close, np.full_like(close, 1e6)], axis=-1)
-        for n in (1, 8, 1):
-            probs = self.run(np.repeat(window[None].astype(np.float32), n, axis=0))
-            if not np.all(np.isfinite(probs)):
-                raise ModelLoadError(f"model '{self.info.file}' produced non-finite probabilities during warm-up")
+        for run in self.runners():
+            for n in (1, 8, 1):
+                probs = run(np.repeat(window[None].astype(np.float32), n, axis=0))
+                if not np.all(np.isfinite(probs)):
+                    raise ModelLoadError(f"model '{self.info.file}' produced non-finite probabilities during warm-up")
+
+    def runners(self) -> list[Callable[[Float32Array], Float32Array]]:
+        """One run function per instance, each over its own session (same graph, same options, same answers)."""
+        if len(self._sessions) == 1:
+            return [self.run]  # one instance: `run` itself (a subclass overriding it is honoured)
+        return [functools.partial(self._run_on, session) for session in self._sessions]
 
     def run(self, windows: Float32Array) -> Float32Array:
-        """Probabilities of shape (n, 3) for float32 windows of shape (n, 60, 5)."""
+        """Probabilities of shape (n, 3) for float32 windows of shape (n, 60, 5), on the first instance."""
+        return self._run_on(self._session, windows)
+
+    def _run_on(self, session: Any, windows: Float32Array) -> Float32Array:
         try:
             if self._use_iobinding:
-                out: Float32Array = self._run_iobinding(windows)
+                out: Float32Array = self._run_iobinding(session, windows)
             elif self._one_window_per_call and len(windows) > 1:
-                run = self._session.run
+                run = session.run
                 out = np.concatenate(
                     [run(self._output_names, {INPUT_NAME: windows[i : i + 1]})[0] for i in range(len(windows))]
                 )
             else:
-                out = self._session.run(self._output_names, {INPUT_NAME: windows})[0]
+                out = session.run(self._output_names, {INPUT_NAME: windows})[0]
         except Exception as e:
             # onnxruntime's text names files and graph nodes: it goes to the log, not to the client.
             log.error("onnxruntime failed on a batch of %d: %s", len(windows), e)
@@ -264,14 +335,14 @@ class Model:
             raise InferenceFailed("the model produced non-finite probabilities for this input")
         return out
 
-    def _run_iobinding(self, windows: Float32Array) -> Float32Array:
+    def _run_iobinding(self, session: Any, windows: Float32Array) -> Float32Array:
         # On CUDA the input is bound once per run and the output allocated on the device. Measured on an H100
         # (bench/results/gpu.md) this buys nothing over session.run for this model: about 2 ms per call at any
         # batch size either way; the LSTM's sequential steps, not the copies, bound it.
-        binding = self._session.io_binding()
+        binding = session.io_binding()
         binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(windows))
         binding.bind_output(OUTPUT_NAME, "cuda")
-        self._session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         result: Float32Array = binding.copy_outputs_to_cpu()[0]
         return result
 

@@ -51,7 +51,20 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=256,
-        description="onnxruntime intra-op threads per worker; 0 = CPU quota / workers - 1 (one CPU for the loop).",
+        description="onnxruntime intra-op threads per model instance; 0 = 1 (parallelism comes from instances).",
+    )
+    instances: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Model instances per worker: inference threads, each with its own onnxruntime session, fed by "
+        "the one batching queue; 0 = on CPU the CPUs this worker may use (affinity, cgroup quota, divided among "
+        "the workers) less one for the event loop, at least 1; on CUDA 1.",
+    )
+    allow_spinning: bool = Field(
+        default=False,
+        description="Let onnxruntime's thread pools busy-wait between calls (lower latency with intra_op_threads "
+        "> 1, at the cost of CPU burned while idle). Off: an idle server uses ~0 CPU.",
     )
     max_batch_size: int = Field(
         default=0,

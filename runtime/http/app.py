@@ -42,8 +42,9 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     service: Service = request.app.state.service
-    if not service.ready or service.model is None or service.saturated:
-        reason = "draining" if service.draining else "saturated" if service.saturated else "loading"
+    waiting = service.workers_waiting() if service.ready else None
+    if not service.ready or service.model is None or service.saturated or waiting is not None:
+        reason = "draining" if service.draining else "saturated" if service.saturated else waiting or "loading"
         return json_response(503, error_body(f"not ready: {reason}", "NOT_READY", rid=request_id(request.scope)))
     info = service.model.info
     return json_response(
@@ -55,6 +56,7 @@ async def ready(request: Request) -> Response:
             "precision": info.precision,
             "provider": info.provider,
             "intra_op_threads": info.intra_op_threads,
+            "instances": info.instances,
         },
     )
 
@@ -69,6 +71,8 @@ async def metrics(request: Request) -> Response:
         service.authorize(request.headers.get("x-api-key"))
     if service.batcher is not None:
         service.metrics.queued.set(service.batcher.queued_windows)
+    if service.group is not None:
+        service.group.reap()  # a crashed worker's in-flight gauges must not count
     return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 

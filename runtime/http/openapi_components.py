@@ -33,6 +33,7 @@ HAND_WRITTEN: Final[dict[str, dict[str, Any]]] = {
             "precision": {"enum": ["int8", "fp32"]},
             "provider": _STR,
             "intra_op_threads": {"type": "integer"},
+            "instances": {"type": "integer"},
         }
     ),
     "Reloaded": _obj(

@@ -29,9 +29,10 @@ from runtime.server.limits import ProtocolLimits
 from runtime.server.protocol import EdgeHttpProtocol
 from runtime.server.signals import SERVER_HOOKS
 from runtime.service import Service, default_model_loader
-from runtime.session import Model
+from runtime.session import Model, require_cuda
 from runtime.settings import Settings
 from runtime.shadow import shadow_entry
+from runtime.workers import shared_dir
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -160,8 +161,12 @@ def serve(settings: Settings, uvicorn: ModuleType, *, tracer_provider: TracerPro
     manifest = Manifest.load(path)
     for name in manifest.onnx_files():
         manifest.verify(path, name)
+    if settings.provider == "cuda":
+        require_cuda()  # one clear refusal here rather than N workers failing in turn
     settings.export_to_environ()
-    uvicorn.run(
-        "runtime.server.serve:app_from_env", factory=True, workers=settings.workers, **uvicorn_options(settings)
-    )
+    # Metrics and readiness shared by the workers (runtime.workers): created before they are spawned, removed after.
+    with shared_dir():
+        uvicorn.run(
+            "runtime.server.serve:app_from_env", factory=True, workers=settings.workers, **uvicorn_options(settings)
+        )
     return 0

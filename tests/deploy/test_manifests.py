@@ -49,6 +49,7 @@ def isvc() -> dict[str, Any]:
 def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
     """Every pod spec we ship: the Deployment's template and the KServe predictor (an inline pod spec)."""
     yield "deployment", one(K8S / "deployment.yaml")["spec"]["template"]["spec"]
+    yield "deployment-gpu", one(K8S / "gpu" / "deployment.yaml")["spec"]["template"]["spec"]
     yield "kserve", one(DEPLOY / "kserve" / "inferenceservice.yaml")["spec"]["predictor"]
 
 
@@ -356,7 +357,8 @@ def test_dockerfile_environment_is_valid_settings(path: Path) -> None:
 
 def test_cpu_and_gpu_images_differ_only_in_the_onnxruntime_flavour() -> None:
     cpu, gpu = image_env(REPO / "Dockerfile.cpu"), image_env(REPO / "Dockerfile.gpu")
-    assert cpu["EDGE_PROVIDER"] == "cpu" and gpu["EDGE_PROVIDER"] == "auto"
+    # The GPU image refuses to start without a usable GPU rather than fall back to CPU behind a green /ready.
+    assert cpu["EDGE_PROVIDER"] == "cpu" and gpu["EDGE_PROVIDER"] == "cuda"
     # The CPU image's extras are a build argument (`--build-arg EXTRAS=cpu,grpc` adds gRPC); the default is `cpu`.
     cpu_text = (REPO / "Dockerfile.cpu").read_text()
     assert "ARG EXTRAS=cpu\n" in cpu_text and '".[${EXTRAS}]"' in cpu_text
@@ -414,3 +416,27 @@ def kv_pod_fields() -> list[str]:
     }
     predictor = one(DEPLOY / "kserve" / "inferenceservice.yaml")["spec"]["predictor"]
     return [k for k in predictor if k not in extension]
+
+
+# -- the GPU variant ----------------------------------------------------------------------------------------
+
+
+def test_gpu_kustomization_and_selectors_stay_apart_from_the_cpu_ones() -> None:
+    kustomization = one(K8S / "gpu" / "kustomization.yaml")
+    assert set(kustomization["resources"]) == {p.name for p in (K8S / "gpu").glob("*.yaml")} - {"kustomization.yaml"}
+    assert {i["newTag"] for i in kustomization["images"]} == {"0.1.0-gpu"}
+    cpu = one(K8S / "deployment.yaml")["spec"]["selector"]["matchLabels"]
+    gpu = one(K8S / "gpu" / "deployment.yaml")["spec"]["selector"]["matchLabels"]
+    service = one(K8S / "gpu" / "service.yaml")["spec"]["selector"]
+    assert service == gpu and gpu != cpu
+    assert not (cpu.items() <= gpu.items()), "the CPU Deployment's selector would match the GPU pods"
+
+
+def test_gpu_deployment_asks_for_a_gpu_and_refuses_to_run_without_one() -> None:
+    spec = one(K8S / "gpu" / "deployment.yaml")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    env = env_of(container)
+    assert env["EDGE_PROVIDER"] == "cuda" == image_env(REPO / "Dockerfile.gpu")["EDGE_PROVIDER"]
+    assert container["image"].endswith("-gpu")

@@ -11,7 +11,15 @@ from conftest import market_windows
 
 from runtime.constants import FP32_FILE, FP32_ROWWISE_FILE, INT8_FILE, INT8_ROWWISE_FILE, MANIFEST_FILE
 from runtime.errors import ConfigurationError, InferenceFailed, ModelLoadError
-from runtime.session import Model, available_cpus, choose_provider, cpu_quota, gpu_visible, threads_per_worker
+from runtime.session import (
+    Model,
+    available_cpus,
+    choose_provider,
+    cpu_quota,
+    gpu_visible,
+    instances_per_worker,
+    threads_per_worker,
+)
 
 
 def test_loads_verifies_and_predicts(committed_model_dir: Path) -> None:
@@ -174,8 +182,14 @@ def test_available_cpus_rounds_a_fractional_quota_up(tmp_path: Path) -> None:
     ("configured", "workers", "cpus", "expected"),
     [(0, 1, 2, 1), (0, 2, 2, 1), (0, 4, 2, 1), (0, 2, 8, 3), (0, 1, 8, 7), (0, 1, 1, 1), (3, 2, 2, 3)],
 )
-def test_threads_never_oversubscribe(configured: int, workers: int, cpus: int, expected: int) -> None:
-    assert threads_per_worker(configured, workers, cpus) == expected
+def test_instances_never_oversubscribe(configured: int, workers: int, cpus: int, expected: int) -> None:
+    assert instances_per_worker(configured, workers, cpus) == expected
+
+
+@pytest.mark.parametrize(("configured", "expected"), [(0, 1), (1, 1), (4, 4)])
+def test_intra_op_threads_default_to_one_per_instance(configured: int, expected: int) -> None:
+    # On 16 CPUs, 15 intra-op threads made a one-window call slower than 1 thread (bench/results/gpu.md).
+    assert threads_per_worker(configured, workers=1, cpus=16) == expected
 
 
 @pytest.mark.gpu
