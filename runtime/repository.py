@@ -33,13 +33,12 @@ from runtime.constants import (
     N_CLASSES,
     N_FEATURES,
     OUTPUT_NAME,
+    VERSION_PATTERN,
     WINDOW_LENGTH,
 )
 from runtime.errors import ModelLoadError, ReloadFailed, VersionNotFound
 from runtime.manifest import Manifest, sha256_file
 
-#: What a version name may be: a directory name that cannot leave ``model_dir`` (Settings.model_version's rule).
-VERSION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 #: The directory key of the root version. ``Settings.model_path(ROOT)`` is ``model_dir`` itself (pathlib drops a
 #: "." component), and VERSION_PATTERN cannot produce it, so no request can name it by accident.
 ROOT: Final = "."

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -43,23 +44,24 @@ def fake_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_fake_model_dir(tmp_path_factory.mktemp("fake_model"))
 
 
+def copy_version(source: Path, target: Path) -> Path:
+    """A copy of the version in `source` alone: its files, not the further versions in its sub-directories
+    (``models/`` also holds ``models/1.1.0-eurusd/``)."""
+    shutil.copytree(source, target, ignore=lambda d, names: [n for n in names if (Path(d) / n).is_dir()])
+    return target
+
+
 @pytest.fixture
 def model_dir_copy(tmp_path: Path, committed_model_dir: Path) -> Path:
     """A writable copy of the committed model directory (for corrupting)."""
-    import shutil
-
-    dst = tmp_path / "models"
-    shutil.copytree(committed_model_dir, dst)
-    return dst
+    return copy_version(committed_model_dir, tmp_path / "models")
 
 
 def versioned_model_dir(tmp_path: Path, committed: Path, versions: tuple[str, ...] = ("v1", "v2")) -> Path:
     """models/<version>/ copies of the committed model, each manifest naming its version (for reload tests)."""
-    import shutil
-
     root = tmp_path / "models"
     for version in versions:
-        shutil.copytree(committed, root / version)
+        copy_version(committed, root / version)
         manifest = json.loads((root / version / "manifest.json").read_text())
         manifest["version"] = version
         (root / version / "manifest.json").write_text(json.dumps(manifest))

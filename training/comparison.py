@@ -90,14 +90,25 @@ def verdict(market: dict[str, Any], forgot: dict[str, Any] | None) -> str:
     best_acc = max(b["accuracy"] for b in market["baselines"].values())
     best_f1 = max(b["macro_f1"] for b in market["baselines"].values())
     prior_nll = next(b["nll"] for b in market["baselines"].values() if b["nll"] is not None)
+    vs_best = {
+        "accuracy": _moved(c["accuracy"] - best_acc, LEVEL_ACCURACY),
+        "macro-F1": _moved(c["macro_f1"] - best_f1, LEVEL_MACRO_F1),
+        "NLL": _moved(c["nll"] - prior_nll, LEVEL_NLL, better_if_higher=False),
+    }
     text = (
         f"{head} (accuracy {p['accuracy']:.3f} -> {c['accuracy']:.3f}, macro-F1 {p['macro_f1']:.3f} -> "
         f"{c['macro_f1']:.3f}, NLL {p['nll']:.3f} -> {c['nll']:.3f}, ECE {p['ece']:.3f} -> {c['ece']:.3f}). "
         f"Against the naive baselines the fine-tuned model's accuracy is "
-        f"{_moved(c['accuracy'] - best_acc, LEVEL_ACCURACY)} vs the best ({best_acc:.3f}), its macro-F1 "
-        f"{_moved(c['macro_f1'] - best_f1, LEVEL_MACRO_F1)} vs the best ({best_f1:.3f}) and its NLL "
-        f"{_moved(c['nll'] - prior_nll, LEVEL_NLL, better_if_higher=False)} vs the class prior's ({prior_nll:.3f})."
+        f"{vs_best['accuracy']} vs the best ({best_acc:.3f}), its macro-F1 "
+        f"{vs_best['macro-F1']} vs the best ({best_f1:.3f}) and its NLL "
+        f"{vs_best['NLL']} vs the class prior's ({prior_nll:.3f})."
     )
+    if vs_best["accuracy"] != "better" and vs_best["NLL"] != "better":
+        text += (
+            " So it shows no edge a trader could use: its accuracy and NLL are no better than the naive"
+            " baselines' (always the majority class, the class prior); shadow it rather than promote it on these"
+            " figures."
+        )
     if forgot is None:
         return text + " Forgetting on the parent's market was not measured (see the report)."
     d = forgot["change"]

@@ -26,12 +26,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from runtime.constants import MODEL_NAME
+from runtime.constants import MODEL_NAME, VERSION_PATTERN
 from runtime.errors import BadRequest, ModelNotFound, UnsupportedMediaType
 from runtime.http.errors import json_response
 from runtime.http.request import read_limited_body
 from runtime.http.v2 import v2_errors
-from runtime.repository import READY, ROOT, VERSION_PATTERN
+from runtime.repository import READY, ROOT
 from runtime.service import Service
 
 _BODY_LIMIT = 4096

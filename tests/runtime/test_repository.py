@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import market_windows, window_to_payload
+from conftest import copy_version, market_windows, window_to_payload
 from fake_model import write_fake_model_dir
 
 from runtime.constants import INT8_FILE, INT8_ROWWISE_FILE
@@ -30,7 +29,7 @@ LOAD = "/v2/repository/models/signal_predictor/load"
 def add_copy(root: Path, source: Path, version: str, **manifest_changes: Any) -> Path:
     """root/<version>/: a copy of `source` whose manifest names `version` (and any other changes)."""
     target = root / version
-    shutil.copytree(source, target)
+    copy_version(source, target)
     manifest = json.loads((target / "manifest.json").read_text())
     manifest.update({"version": version, **manifest_changes})
     (target / "manifest.json").write_text(json.dumps(manifest))
@@ -48,7 +47,7 @@ def flip_byte(path: Path) -> None:
 def repo(tmp_path: Path, committed_model_dir: Path) -> Path:
     """models/ = the committed model (1.0.0) + 2.0.0 (another model, created later) + a tampered copy."""
     root = tmp_path / "models"
-    shutil.copytree(committed_model_dir, root)
+    copy_version(committed_model_dir, root)
     fake = write_fake_model_dir(root / "2.0.0", version="2.0.0")
     manifest = json.loads((fake / "manifest.json").read_text())
     (fake / "manifest.json").write_text(json.dumps({**manifest, "created": "2026-12-02T00:00:00Z"}))

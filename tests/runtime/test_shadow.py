@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import market_windows, window_to_payload
+from conftest import copy_version, market_windows, window_to_payload
 from fake_model import write_fake_model_dir
 
 from runtime.constants import INT8_FILE
@@ -29,9 +28,9 @@ LOAD = "/v2/repository/models/signal_predictor/load"
 def repo(tmp_path: Path, committed_model_dir: Path) -> Path:
     """models/ = the committed model (1.0.0) + 1.0.1 (a copy) + 2.0.0 (another model) + a tampered copy."""
     root = tmp_path / "models"
-    shutil.copytree(committed_model_dir, root)
+    copy_version(committed_model_dir, root)
     for version in ("1.0.1", "tampered"):
-        shutil.copytree(committed_model_dir, root / version)
+        copy_version(committed_model_dir, root / version)
         manifest = json.loads((root / version / "manifest.json").read_text())
         (root / version / "manifest.json").write_text(json.dumps({**manifest, "version": version}))
     corrupt = root / "tampered" / INT8_FILE
