@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the tests need into .venv (torch pinned to the CPU build), then run the whole suite.
+# Install everything the tests need into .venv from requirements/test.txt (torch: the CPU build), then run the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The /docs browser test drives Debian's chromium through Playwright (which cannot download a browser here). Not
@@ -23,7 +23,12 @@ if ! command -v promtool >/dev/null; then
 fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet -e '.[cpu,train,dev,grpc,otel]'
+# Everything from the lock (exact versions, each file's sha256 checked; `bash scripts/lock.sh` refreshes it: README,
+# "Locked builds"), then the project itself without resolving anything more; `pip check` fails the run if the
+# lock no longer satisfies pyproject.toml. torch is the CPU build (2.13.0+cpu), found on this machine's disk.
+.venv/bin/pip install --quiet --require-hashes --no-deps -r requirements/test.txt
+.venv/bin/pip install --quiet --no-deps -e .
+.venv/bin/pip check
 # Held-out market data (EUR/USD hourly, GOOG daily) for the batch-invariance checks: only the package's CSV files are
 # read, so its plotting dependencies (bokeh) are left out.
 .venv/bin/pip install --quiet --no-deps 'backtesting==0.6.6'

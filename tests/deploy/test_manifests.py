@@ -335,10 +335,13 @@ def test_dockerfile_shape(path: Path) -> None:
     # The final stage receives a built environment and the models: no source tree, no tests, no training.
     copies = [args for word, args in final_stage(path) if word == "COPY"]
     assert all("--from=builder" in c or c.startswith("models/") for c in copies), copies
-    # pip installs a regular wheel of the project with its extra, never editable, never with a cache.
+    # pip installs the lock with hashes, then a regular wheel of the project without resolving anything more;
+    # never editable, never with a cache.
     runs = [args for word, args in instructions(path) if word == "RUN"]
-    pip = [r for r in runs if "pip install" in r and '".[' in r]
-    assert pip and all("--no-cache-dir" in p and "-e " not in p and "--editable" not in p for p in pip)
+    pip = [r for r in runs if "pip install" in r]
+    assert any("--require-hashes" in p and "--no-deps -r " in p and "requirements/" in p for p in pip), pip
+    assert any(p.rstrip().split("&&")[0].rstrip().endswith("--no-deps .") for p in pip), pip
+    assert all("--no-cache-dir" in p and "-e " not in p and "--editable" not in p for p in pip)
 
 
 @pytest.mark.parametrize("path", DOCKERFILES)
@@ -361,8 +364,10 @@ def test_cpu_and_gpu_images_differ_only_in_the_onnxruntime_flavour() -> None:
     assert cpu["EDGE_PROVIDER"] == "cpu" and gpu["EDGE_PROVIDER"] == "cuda"
     # The CPU image's extras are a build argument (`--build-arg EXTRAS=cpu,grpc` adds gRPC); the default is `cpu`.
     cpu_text = (REPO / "Dockerfile.cpu").read_text()
-    assert "ARG EXTRAS=cpu\n" in cpu_text and '".[${EXTRAS}]"' in cpu_text
-    assert '".[gpu]"' in (REPO / "Dockerfile.gpu").read_text()
+    assert "ARG EXTRAS=cpu\n" in cpu_text and '"requirements/$(echo "${EXTRAS}" | tr , -).txt"' in cpu_text
+    assert "-r requirements/gpu.txt" in (REPO / "Dockerfile.gpu").read_text()
+    for extras in ("cpu", "cpu-grpc"):
+        assert (REPO / "requirements" / f"{extras}.txt").is_file(), f"no lock for EXTRAS={extras.replace('-', ',')}"
 
 
 def test_build_context_is_an_allow_list() -> None:
@@ -370,7 +375,7 @@ def test_build_context_is_an_allow_list() -> None:
     rules = [ln for ln in lines if ln and not ln.startswith("#")]
     assert rules[0] == "*", "exclude everything first, then allow what the images copy"
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "runtime", "models"}
+    assert allowed == {"pyproject.toml", "README.md", "requirements", "runtime", "models"}
 
 
 def test_deployment_image_defaults_match_the_dockerfile(deployment: dict[str, Any]) -> None:
