@@ -20,4 +20,7 @@ def test_a_short_run_shadows_then_promotes_the_committed_finetune() -> None:
     promotion = result["promotion"]
     assert promotion["answered_version"] == "1.1.0-eurusd"
     assert promotion["max_abs_diff_vs_offline"] == 0.0  # bit-identical to the version run in-process
+    index = {entry["version"]: entry for entry in promotion["index"]}
+    assert index["1.0.0"]["state"] == index["1.1.0-eurusd"]["state"] == "READY"
+    assert index["1.1.0-eurusd"]["reason"] == "serving"  # listed after the load, as the served version
     assert "| EUR/USD hourly" in shadow.render(result)
