@@ -31,7 +31,7 @@ from runtime.manifest import Manifest
 from training import comparison
 from training.config import FinetuneOptions, TrainingConfig
 from training.dataset import Splits
-from training.errors import ArtifactError, TrainingError
+from training.errors import ArtifactError, ParityError, TrainingError
 from training.manifest import load_manifest, verify_files
 from training.model import ENCODER_MODULES, SignalPredictor
 from training.pipeline import PipelineResult, load_splits, write_version
@@ -202,7 +202,13 @@ def finetune(parent_dir: Path, out_dir: Path, options: FinetuneOptions, *, comma
             summary_prefix=record["verdict"],
         )
         if not built.parity.passed:
-            built.parity.raise_for_failures()
+            try:
+                built.parity.raise_for_failures()
+            except ParityError as e:
+                if not options.freeze_encoder:
+                    raise
+                hint = "only the head was trained (encoder frozen): --no-freeze-encoder adapts the whole model"
+                raise ParityError(f"{e}\n  {hint}") from e
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above); rename cannot replace a directory on every platform
         build.rename(out_dir)

@@ -101,6 +101,28 @@ def test_parity_report_lists_every_failure() -> None:
     assert "b:" not in str(info.value)
 
 
+def test_a_parity_failure_made_of_near_ties_says_so() -> None:
+    info = {"near_tie_margin": 0.04, "fp32_near_tie_share": 0.213}
+    flips_only = [
+        ParityCheck("int8_vs_fp32", "argmax_agreement", 0.96, 0.99, False),
+        ParityCheck("int8_vs_fp32", "max_abs_diff", 0.011, 0.02, True),
+    ]
+    with pytest.raises(
+        ParityError, match=r"near ties \(21\.3% of the test windows have an FP32 top-2 margin under 0\.04\)"
+    ):
+        ParityReport(checks=flips_only, info=info).raise_for_failures()
+    # When the probabilities themselves moved too far, the flips are not (only) near ties: no such claim.
+    moved = [flips_only[0], ParityCheck("int8_vs_fp32", "max_abs_diff", 0.3, 0.02, False)]
+    with pytest.raises(ParityError) as raised:
+        ParityReport(checks=moved, info=info).raise_for_failures()
+    assert "near ties" not in str(raised.value)
+
+
+def test_the_tiny_run_records_its_near_tie_share(tiny_run: PipelineResult) -> None:
+    share = tiny_run.parity.info["fp32_near_tie_share"]
+    assert 0.0 <= share <= 1.0 and tiny_run.parity.info["near_tie_margin"] == 0.04
+
+
 def test_parity_cli_rejects_a_tampered_directory(
     tiny_run: PipelineResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
