@@ -21,6 +21,15 @@ if ! command -v promtool >/dev/null; then
         echo "note: promtool is missing (install it as root: apt-get install prometheus)" >&2
     fi
 fi
+# The one-CPU scaling-curve test and the benchmarks drive Debian's wrk; same terms as chromium above.
+if ! command -v wrk >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; } \
+            || echo "warning: apt-get could not install wrk; the scaling-curve test will not run" >&2
+    else
+        echo "note: wrk is missing (install it as root: apt-get install wrk)" >&2
+    fi
+fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 # Everything from the lock (exact versions, each file's sha256 checked; `bash scripts/lock.sh` refreshes it: README,
