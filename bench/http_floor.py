@@ -1,10 +1,12 @@
-"""The HTTP floor: the service's own uvicorn stack answering POST /predict with no work at all.
+"""The transport floor: the service's own uvicorn stack answering POST /predict and /stream with no work at all.
 
-It reads the whole request body and answers a fixed JSON body as long as a real prediction, through the same
-uvicorn settings as the service (uvloop, the httptools protocol of `runtime.server.protocol`, no access log). What it
-costs per request is what any Python service on this stack pays before doing anything: loopback, the kernel,
-HTTP parsing, the ASGI hand-offs and the socket write. It puts the "p50 at one connection <= 2x the bare model"
-target in proportion.
+HTTP: it reads the whole request body and answers a fixed JSON body as long as a real prediction. WebSocket
+(``/stream``): it accepts the upgrade and answers every text message with that same body as one text frame. Both go
+through the same uvicorn settings as the service (uvloop, the httptools protocol of `runtime.server.protocol`,
+websockets' sans-I/O protocol, no access log). What a request or message costs here is what any Python service on
+this stack pays before doing anything: loopback, the kernel, HTTP or WebSocket framing, the ASGI hand-offs and the
+socket write. It puts the "p50 at one connection <= 2x the bare model" targets in proportion: a path's p50 minus
+its transport floor minus the bare model is the service's own work.
 
 Run: ``python -m bench.http_floor --port 8002``.
 """
@@ -34,6 +36,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await _echo_answers(receive, send)
+        return
     more = True
     while more:  # the whole body, as the service reads it
         message = await receive()
@@ -47,6 +52,21 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _echo_answers(receive: Any, send: Any) -> None:
+    """Accept, then one fixed answer per text message until the client goes; binary frames close with 1003."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    text = ANSWER.decode()
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        if message.get("text") is None:
+            await send({"type": "websocket.close", "code": 1003})
+            return
+        await send({"type": "websocket.send", "text": text})
 
 
 def main() -> None:

@@ -6,6 +6,10 @@
 Measures, in this order, on one ``python -m runtime`` (default settings, INT8, batch-invariant):
 
 - the floor: one bare ``onnxruntime`` INT8 run at batch 1 (`bench.floor`, the plain INT8 graph), p50;
+- the transport floors (`bench.http_floor`: the service's uvicorn stack doing no work): the same ``/predict`` body
+  and the same one-candle message answered with a fixed body of a prediction's size, p50/p99 at one connection.
+  A path's p50 minus its transport floor minus the model floor is the service's own work per request; the
+  WebSocket floor plus the model floor is the lowest ``/stream`` p50 this stack allows (zero work per message);
 - ``POST /predict`` at one keep-alive connection: round-trip p50/p99 (a 60-candle body, ~6 KB);
 - ``/stream`` at one connection, one candle per message: round-trip p50/p99 per candle (each answer a signal);
 - 64 connections closed-loop: ``/predict`` requests/s and ``/stream`` candles/s (one symbol per connection).
@@ -30,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench.floor import load_session, percentile, time_runs
-from bench.servers import REPO_ROOT, Server, free_port, service_spec
+from bench.servers import REPO_ROOT, Server, free_port, http_floor_spec, service_spec
 from bench.wsclient import WebSocket
 
 KEY = "bench-stream-key-0123456789"
@@ -159,13 +163,38 @@ def _summary(samples: list[float]) -> dict[str, float]:
     return {"n": len(samples), "p50_ms": statistics.median(samples), "p99_ms": percentile(samples, 99)}
 
 
-def run(seconds: float, connections: int, model_dir: Path) -> dict[str, Any]:
+def _loop_run() -> Any:
     try:
         import uvloop
 
-        loop_run: Any = uvloop.run
+        return uvloop.run
     except ImportError:  # pragma: no cover
-        loop_run = asyncio.run
+        return asyncio.run
+
+
+def _transport_floors(feed: Feed, body: bytes, seconds: float) -> dict[str, Any]:
+    """``/predict`` and ``/stream`` round trips at one connection on `bench.http_floor` (same stack, no work)."""
+    loop_run = _loop_run()
+    port = free_port()
+    server = Server(
+        http_floor_spec("transport-floor", port=port), port, REPO_ROOT / "bench" / "results" / "raw" / "stream"
+    )
+    server.start()
+    try:
+        server.wait_ready()
+        loop_run(_http_client(port, body, min(seconds, 1.0), None))  # warm both paths
+        loop_run(_stream_client(port, feed, "WARM", min(seconds, 1.0), None, 0))
+        http: list[float] = []
+        loop_run(_http_client(port, body, seconds, http))
+        ws: list[float] = []
+        loop_run(_stream_client(port, feed, "SPX/USD", seconds, ws, 0))
+    finally:
+        server.stop()
+    return {"http_floor_1": _summary(http), "ws_floor_1": _summary(ws)}
+
+
+def run(seconds: float, connections: int, model_dir: Path) -> dict[str, Any]:
+    loop_run = _loop_run()
     feed = Feed(_bars())
     out: dict[str, Any] = {"seconds_per_point": seconds, "connections": connections}
 
@@ -175,13 +204,15 @@ def run(seconds: float, connections: int, model_dir: Path) -> dict[str, Any]:
     out["floor_int8_p50_ms"] = statistics.median(floor)
     del session
 
+    body = feed.predict_body(59)
+    out.update(_transport_floors(feed, body, seconds))
+
     port = free_port()
     spec = service_spec("stream", port=port, model_dir=str(model_dir), precision="int8", workers=1, api_key=KEY)
     server = Server(spec, port, REPO_ROOT / "bench" / "results" / "raw" / "stream")
     server.start()
     try:
         server.wait_ready()
-        body = feed.predict_body(59)
         loop_run(_http_client(port, body, 1.0, None))  # warm both paths
         loop_run(_stream_client(port, feed, "WARM", 1.0, None, 0))
 
@@ -211,11 +242,17 @@ def run(seconds: float, connections: int, model_dir: Path) -> dict[str, Any]:
 def report(r: dict[str, Any]) -> str:
     floor = r["floor_int8_p50_ms"]
     p1, s1, lib = r["predict_1"], r["stream_1"], r["stream_1_library"]
+    hf, wf = r["http_floor_1"], r["ws_floor_1"]
     n = r["connections"]
+    best = wf["p50_ms"] + floor  # /stream with zero work per message
+    work_predict = (p1["p50_ms"] - hf["p50_ms"] - floor) * 1e3
+    work_stream = (s1["p50_ms"] - wf["p50_ms"] - floor) * 1e3
     lines = [
         f"| path | 1 connection p50 (ms) | p99 (ms) | {n} connections |",
         "|---|---|---|---|",
         f"| bare onnxruntime INT8, batch 1 | {floor:.3f} | | |",
+        f"| transport floor: the /predict body answered with no work | {hf['p50_ms']:.3f} | {hf['p99_ms']:.3f} | |",
+        f"| transport floor: a /stream message answered with no work | {wf['p50_ms']:.3f} | {wf['p99_ms']:.3f} | |",
         f"| POST /predict (60 candles) | {p1['p50_ms']:.3f} | {p1['p99_ms']:.3f} | "
         f"{r['predict_n_rps']:.0f} requests/s |",
         f"| /stream (1 candle per message) | {s1['p50_ms']:.3f} | {s1['p99_ms']:.3f} | "
@@ -225,6 +262,11 @@ def report(r: dict[str, Any]) -> str:
         f"/stream p50 = {s1['p50_ms'] / floor:.2f}x the floor, {s1['p50_ms'] / p1['p50_ms']:.2f}x /predict's; "
         f"at {n} connections {r['stream_n_candles_s'] / r['predict_n_rps']:.2f}x /predict's throughput "
         f"({r['seconds_per_point']:g} s per point; server RSS {r['server_rss_mb']:.0f} MB at the end).",
+        "",
+        f"Service work per request (p50 - transport floor - model floor): /predict {work_predict:.0f} µs, "
+        f"/stream {work_stream:.0f} µs.",
+        f"Lowest /stream p50 this stack allows (WebSocket floor + model floor, zero work): {best:.3f} ms = "
+        f"{best / floor:.2f}x the floor, {best / p1['p50_ms']:.2f}x /predict's p50.",
     ]
     return "\n".join(lines)
 

@@ -153,3 +153,7 @@ def test_http_floor_answers_a_fixed_body_after_reading_the_request() -> None:
         assert r.status_code == 200 and r.content == http_floor.ANSWER
         assert 600 <= len(r.content) <= 800  # about a real prediction's size
         assert client.get("/ready").json() == {"status": "ready"}
+        with client.websocket_connect("/stream") as ws:  # the /stream floor: one fixed answer per message
+            for text in ('{"symbol": "X"}', "not even json"):
+                ws.send_text(text)
+                assert ws.receive_text() == http_floor.ANSWER.decode()
