@@ -1,4 +1,4 @@
-"""``python -m training train|finetune|parity|rowwise``: the commands of the training pipeline.
+"""``python -m training train|finetune|parity|rowwise|report``: the commands of the training pipeline.
 
 The CLI is the one place that prints (a summary, or the parity JSON); the library logs.
 """
@@ -90,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     rowwise.add_argument("--model-dir", type=Path, default=Path("models"))
     rowwise.add_argument("--data", default=None, help="override the data recorded in the manifest")
+
+    report = sub.add_parser(
+        "report",
+        parents=[verbose],
+        help="render a model directory's REPORT.md again from its manifest (model files untouched)",
+    )
+    report.add_argument("--model-dir", type=Path, default=Path("models"))
+    report.add_argument("--data", default=None, help="where the manifest's data is now (same data, checked)")
     return parser
 
 
@@ -192,6 +200,13 @@ def _rowwise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from training.rerender import rerender_report
+
+    print(json.dumps(rerender_report(args.model_dir, args.data), indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
@@ -202,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "finetune":
             return _finetune(args, argv)
-        return {"train": _train, "parity": _parity, "rowwise": _rowwise}[args.command](args)
+        return {"train": _train, "parity": _parity, "rowwise": _rowwise, "report": _report}[args.command](args)
     except (TrainingError, ValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

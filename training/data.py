@@ -78,6 +78,17 @@ def _validate_rows(source: str, rows: Iterable[tuple[str, dict[str, Any] | str]]
     return points
 
 
+def bar_seconds(frame: pd.DataFrame) -> int:
+    """The series' bar interval: the median spacing of consecutive candles, in whole seconds (0 for one row).
+
+    The median, so weekends, holidays and missing bars do not count: daily trading data gives 86400, hourly FX 3600.
+    """
+    if len(frame) < 2:
+        return 0
+    steps = np.diff(frame.index.to_numpy()) / np.timedelta64(1, "s")  # whatever the index's resolution
+    return round(float(np.median(steps)))
+
+
 def _points_to_frame(points: list[Candle]) -> pd.DataFrame:
     index = pd.DatetimeIndex([p["timestamp"] for p in points]).tz_convert("UTC")
     values = np.array([[p[f] for f in FEATURES] for p in points], dtype=np.float64)
@@ -120,6 +131,7 @@ def load_arch(name: str) -> Series:
         "rows": len(frame),
         "first": frame.index[0].isoformat(),
         "last": frame.index[-1].isoformat(),
+        "bar_seconds": bar_seconds(frame),
         "timezone_note": "arch dates are naive trading days; localised to UTC midnight",
         "zero_volume_days": zero_volume,
         "days_with_high_equal_low": flat,
@@ -193,6 +205,7 @@ def load_csv(path: str | Path, *, timezone: str | None = None) -> Series:
         "rows": len(frame),
         "first": frame.index[0].isoformat(),
         "last": frame.index[-1].isoformat(),
+        "bar_seconds": bar_seconds(frame),
         "csv_timezone": timezone,
     }
     return Series(name=path.stem, frame=frame, provenance=provenance)

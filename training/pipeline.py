@@ -272,7 +272,7 @@ def write_version(
         "labels": {
             "horizon": config.horizon,
             "threshold_k": config.threshold_k,
-            "rule": "r = log(close[t+h]/close[t]); thr = k * std(window daily log returns) * sqrt(h); "
+            "rule": "r = log(close[t+h]/close[t]); thr = k * std(window per-candle log returns) * sqrt(h); "
             "buy if r > thr, sell if r < -thr, else hold",
         },
         "data": {"spec": config.data, "series": provenance, "splits": split_summary, "quirks": _quirks(provenance)},

@@ -109,3 +109,40 @@ def test_arch_data_is_validated_and_utc() -> None:
     assert len(series.frame) == 5031
     # Zero volume passes the API's rules; the loader keeps it and says so.
     assert series.provenance["zero_volume_days"] == ["2015-05-12", "2018-01-09"]
+    assert series.provenance["bar_seconds"] == 86400  # trading days: weekends and holidays are not the bar
+
+
+def test_the_bar_interval_is_the_median_spacing_so_gaps_do_not_count(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    hourly = synthetic_rows(60)
+    start = datetime(2020, 1, 3, 20, tzinfo=UTC)  # a Friday evening: the weekend falls inside the series
+    times = [start + timedelta(hours=i) for i in range(60)]
+    times = [t if t.weekday() < 5 else t + timedelta(days=2) for t in times]  # hours that would fall on Sat/Sun
+    times = sorted(set(times))
+    rows = [[t.isoformat(), *row[1:]] for t, row in zip(times, hourly, strict=False)]
+    assert load_csv(write_csv(tmp_path, rows)).provenance["bar_seconds"] == 3600
+    assert load_csv(write_csv(tmp_path, synthetic_rows(10), name="d.csv")).provenance["bar_seconds"] == 86400
+    assert load_csv(write_csv(tmp_path, synthetic_rows(1), name="one.csv")).provenance["bar_seconds"] == 0
+
+
+@pytest.mark.parametrize(
+    ("intervals", "words"),
+    [
+        ([86400], ("daily candles", "days")),
+        ([3600, 3600], ("hourly candles", "hours")),
+        ([60], ("one-minute candles", "minutes")),
+        ([900], ("15-minute candles", "candles")),
+        ([7200], ("2-hour candles", "candles")),
+        ([45], ("45-second candles", "candles")),
+        ([86400, 3600], ("candles", "candles")),  # series that disagree
+        ([None], ("candles", "candles")),  # a manifest from before bar_seconds was recorded
+        ([0], ("candles", "candles")),
+    ],
+)
+def test_the_report_names_the_bars_it_was_trained_on(intervals: list[int | None], words: tuple[str, str]) -> None:
+    pytest.importorskip("matplotlib")  # training.report draws the plots
+    from training.report import bar_words
+
+    series = [{"source": "x"} if i is None else {"source": "x", "bar_seconds": i} for i in intervals]
+    assert bar_words(series) == words

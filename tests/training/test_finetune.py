@@ -132,6 +132,7 @@ def test_the_report_compares_parent_finetuned_and_baselines_honestly(child: tupl
     report = (child[0] / "REPORT.md").read_text()
     assert "## Fine-tuning" in report and verdict in report
     assert "| fine-tuned (torch FP32) |" in report and "majority_class" in report
+    assert "daily candles" in report and "over 5 days" in report  # the synthetic markets are daily
 
 
 def test_the_runtime_lists_and_serves_the_new_version(
