@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -68,6 +68,12 @@ class TrainingConfig(BaseModel):
         if self.hidden_size % 2:
             raise ValueError(f"hidden_size must be even (the head halves it), got {self.hidden_size}")
         return self
+
+    @classmethod
+    def recorded(cls, manifest: dict[str, Any]) -> TrainingConfig:
+        """The config a version's manifest records (``training.config``), without progress bars: what re-checks,
+        re-renders and fine-tunes rebuild its splits from."""
+        return cls.model_validate({**manifest["training"]["config"], "progress": False})
 
 
 class FinetuneOptions(BaseModel):

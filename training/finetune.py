@@ -87,7 +87,7 @@ def load_parent(parent_dir: Path) -> Parent:
         ) from e
     model.eval()
     try:
-        config = TrainingConfig.model_validate({**manifest["training"]["config"], "progress": False})
+        config = TrainingConfig.recorded(manifest)
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"parent {parent_dir}: manifest has no usable training.config: {e}") from e
     return Parent(parent_dir, manifest, model, manifest["files"][TORCH_FILE]["sha256"], config)

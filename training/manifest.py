@@ -14,7 +14,7 @@ from runtime.errors import ModelLoadError
 from runtime.manifest import Manifest, file_entries, sha256_file, write_manifest
 from training.errors import ArtifactError
 
-__all__ = ["file_entries", "load_manifest", "sha256_file", "verify_files", "write_manifest"]
+__all__ = ["file_entries", "load_manifest", "load_verified_manifest", "sha256_file", "verify_files", "write_manifest"]
 
 
 def load_manifest(model_dir: Path) -> dict[str, Any]:
@@ -37,3 +37,12 @@ def verify_files(model_dir: Path, manifest: dict[str, Any]) -> dict[str, str]:
     return Manifest(str(manifest.get("name", "")), str(manifest.get("version", "")), hashes, manifest).check_all(
         model_dir
     )
+
+
+def load_verified_manifest(model_dir: Path) -> dict[str, Any]:
+    """`load_manifest`, then every file against its sha256: `ArtifactError` naming each one that does not match."""
+    manifest = load_manifest(model_dir)
+    problems = {name: why for name, why in verify_files(model_dir, manifest).items() if why != "ok"}
+    if problems:
+        raise ArtifactError(f"{model_dir} does not match its manifest: {problems}")
+    return manifest

@@ -40,7 +40,7 @@ from training.errors import ArtifactError
 from training.evaluate import baselines, calibration, classification_metrics
 from training.export import export_onnx
 from training.latency import THREAD_COUNTS, compare_latency
-from training.manifest import file_entries, load_manifest, verify_files, write_manifest
+from training.manifest import file_entries, load_manifest, load_verified_manifest, verify_files, write_manifest
 from training.model import SignalPredictor
 from training.parity import ParityReport, check_parity, make_session, run_onnx, run_torch
 from training.quantize import OnnxQuantSettings, quantize_onnx, quantize_torch
@@ -316,12 +316,8 @@ def write_rowwise_files(model_dir: Path, windows: np.ndarray) -> dict[str, Any]:
 
 def add_rowwise(model_dir: Path, data: str | None = None) -> dict[str, Any]:
     """Add the row-wise files to an existing model directory (its manifest gains their hashes and the check)."""
-    manifest = load_manifest(model_dir)
-    problems = {name: why for name, why in verify_files(model_dir, manifest).items() if why != "ok"}
-    if problems:
-        raise ArtifactError(f"{model_dir} does not match its manifest: {problems}")
-    config = TrainingConfig.model_validate({**manifest["training"]["config"], "progress": False})
-    splits, _ = load_splits(config, data)
+    manifest = load_verified_manifest(model_dir)
+    splits, _ = load_splits(TrainingConfig.recorded(manifest), data)
     record = write_rowwise_files(model_dir, splits.test.windows)
     manifest["batch_invariance"] = record
     manifest["files"] = {
@@ -345,7 +341,7 @@ def recheck(model_dir: Path, data: str | None = None) -> dict[str, Any]:
     missing = [n for n in (TORCH_FILE, FP32_FILE, INT8_FILE) if n not in manifest.get("files", {})]
     if missing:
         raise ArtifactError(f"{model_dir}/manifest.json lists no {missing}")
-    config = TrainingConfig.model_validate({**manifest["training"]["config"], "progress": False})
+    config = TrainingConfig.recorded(manifest)
     splits, _ = load_splits(config, data)
     model = SignalPredictor(**manifest["architecture"])
     model.load_state_dict(torch.load(model_dir / TORCH_FILE, weights_only=True))

@@ -15,7 +15,7 @@ from typing import Any
 from training.config import TrainingConfig
 from training.data import load_source
 from training.errors import ArtifactError
-from training.manifest import file_entries, load_manifest, verify_files, write_manifest
+from training.manifest import file_entries, load_verified_manifest, write_manifest
 from training.report import PLOT_FILES, REPORT_FILE, write_report
 
 #: What identifies a series' data in its provenance: a CSV's file hash, arch's digest of the validated values.
@@ -24,11 +24,8 @@ FINGERPRINTS = ("file_sha256", "sha256_of_values")
 
 def rerender_report(model_dir: Path, data: str | None = None) -> dict[str, Any]:
     """Re-render ``model_dir``/REPORT.md; returns what was added to each series and the report's new sha256."""
-    manifest = load_manifest(model_dir)
-    problems = {name: why for name, why in verify_files(model_dir, manifest).items() if why != "ok"}
-    if problems:
-        raise ArtifactError(f"{model_dir} does not match its manifest: {problems}")
-    config = TrainingConfig.model_validate({**manifest["training"]["config"], "progress": False})
+    manifest = load_verified_manifest(model_dir)
+    config = TrainingConfig.recorded(manifest)
     recorded: list[dict[str, Any]] = manifest["data"]["series"]
     fresh = [s.provenance for s in load_source(data or config.data, csv_timezone=config.csv_timezone)]
     if [s["source"] for s in fresh] != [s["source"] for s in recorded]:
