@@ -9,7 +9,8 @@ a real market through the ``/stream`` endpoint's own message handler, alone on t
 (the inline path: the model runs on the loop's thread). Each phase is the real function, wrapped for the run with a
 timer and restored afterwards; the medians are of the phases as they run in sequence, caches and all, which is
 what a message pays (a phase run back to back in a loop is faster). The model's phase is timed around
-``InferenceSession.run`` and printed beside the same session run back to back (`bench.floor`'s floor).
+`Model._run_on` (``InferenceSession.run`` and the finite check) and printed beside the same graph, with the same
+session options, run back to back (`bench.floor.time_runs`).
 
 "Other" is the message's median minus the phases' medians: admission, the batcher's bookkeeping, the
 coroutine hand-offs and the outcome counter. What this does not see is the transport (``bench.stream``'s
